@@ -179,6 +179,9 @@ class _TrainingLoop(_Section):
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     lr_scheduler_type: SchedulerName = Field("cosine", description="Learning-rate schedule after warmup.")
     num_warmup_steps: int = Field(0, ge=0, description="Linear warmup, in optimizer steps.")
+    adam_beta1: float = Field(0.9, gt=0, lt=1, description="AdamW beta1.")
+    adam_beta2: float = Field(0.95, gt=0, lt=1, description="AdamW beta2 (DeepSpeed-Chat uses 0.95).")
+    gradient_clipping: float = Field(1.0, ge=0, description="Clip the global gradient norm to this; 0 disables.")
     max_seq_len: int = Field(512, ge=8, description="Longest tokenized sequence (prompt + answer); longer ones are truncated.")
     max_steps: Optional[int] = Field(
         None, ge=1, description="Stop after this many optimizer steps (a budget for quick runs); unset runs all epochs."
@@ -275,6 +278,9 @@ class PPOSettings(_Section):
     critic_weight_decay: float = Field(0.0, ge=0, description="Critic AdamW weight decay.")
     lr_scheduler_type: SchedulerName = Field("cosine", description="Learning-rate schedule after warmup.")
     num_warmup_steps: int = Field(100, ge=0, description="Linear warmup, in optimizer steps.")
+    adam_beta1: float = Field(0.9, gt=0, lt=1, description="AdamW beta1.")
+    adam_beta2: float = Field(0.95, gt=0, lt=1, description="AdamW beta2 (DeepSpeed-Chat uses 0.95).")
+    gradient_clipping: float = Field(1.0, ge=0, description="Clip the global gradient norm to this; 0 disables.")
     kl_coef: float = Field(0.1, ge=0, description="Per-token KL penalty coefficient (initial value if adaptive).")
     adaptive_kl: AdaptiveKLSettings = Field(default_factory=AdaptiveKLSettings, description="Adaptive KL controller.")
     clip_reward_value: float = Field(5.0, gt=0, description="Clip the reward model's score to [-v, v].")

@@ -1,0 +1,91 @@
+"""Running one step with its bookkeeping: skip it if already done, refuse stale output, stage
+its files and publish them whole, time it and write its summary.
+
+The step functions themselves (`sft.run`, ...) only train and return their figures.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from .. import checkpoint
+from ..config import STEP_NAMES, RunConfig
+from ..engine import Runtime
+
+log = logging.getLogger(__name__)
+
+# The config sections each step's result depends on (a later step depends on earlier ones).
+_SECTIONS = {
+    "sft": ["actor_model", "data", "sft", "seed", "dtype"],
+    "reward": ["actor_model", "data", "sft", "seed", "dtype", "reward_model", "reward"],
+    "ppo": ["actor_model", "data", "sft", "seed", "dtype", "reward_model", "reward", "ppo"],
+}
+
+
+class StaleOutputError(RuntimeError):
+    """The output directory holds this step's result for a different configuration."""
+
+
+def step_function(step: str):
+    from . import sft
+
+    functions = {"sft": sft.run}
+    if step not in functions:
+        raise NotImplementedError(f"step '{step}' is not available in this version of kuberlhf")
+    return functions[step]
+
+
+def run_step(step: str, config: RunConfig, runtime: Runtime, overwrite: bool = False) -> dict[str, Any]:
+    """Run `step` unless its output is already there for this same configuration."""
+    assert step in STEP_NAMES, step
+    final = config.step_dir(step)
+    relevant = config.model_dump(mode="json", include=set(_SECTIONS[step]))
+    fingerprint = config.fingerprint(*_SECTIONS[step])
+    previous = checkpoint.read_summary(final)
+    if previous and not overwrite:
+        if previous.get("config_fingerprint") == fingerprint:
+            if runtime.is_main:
+                log.info("Skipped step %s: %s already holds its result for this configuration", step, final)
+            return previous
+        changes = "; ".join(describe_changes(previous.get("config", {}), relevant)) or "unknown fields"
+        raise StaleOutputError(
+            f"{final} holds step '{step}' trained with a different configuration ({changes}). "
+            "Use another output_dir, or pass --overwrite to replace it."
+        )
+
+    staging = checkpoint.staging_dir(final)
+    if runtime.is_main:
+        checkpoint.start_staging(final)
+    runtime.barrier()
+    started = time.perf_counter()
+    figures = step_function(step)(config, runtime, staging)
+    summary = {
+        "step": step,
+        "seconds": round(time.perf_counter() - started, 2),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "world_size": runtime.world_size,
+        "device": runtime.device.type,
+        **figures,
+        "config_fingerprint": fingerprint,
+        "config": relevant,
+    }
+    if runtime.is_main:
+        checkpoint.write_json_atomic(staging / checkpoint.SUMMARY, summary)
+        checkpoint.publish(staging, final)
+    runtime.barrier()
+    return summary
+
+
+def describe_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """'sft.learning_rate: 1e-05 -> 0.0001' for every leaf that differs."""
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes += describe_changes(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changes.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return changes

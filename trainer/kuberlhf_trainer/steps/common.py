@@ -1,0 +1,103 @@
+"""What the three steps share: data loaders, building a trainable DeepSpeed model, saving it,
+and the progress line."""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from .. import checkpoint, engine as ds
+from ..config import ModelSettings
+from ..engine import Runtime
+from ..models import apply_lora, is_lora_model
+
+
+def make_loader(examples: list, batch_size: int, collate: Callable, pad_id: int, runtime: Runtime, shuffle: bool, seed: int):
+    """A loader that gives each process its own shard (same length on every process, which
+    ZeRO-3's collective parameter gathering needs)."""
+    sampler = DistributedSampler(
+        examples, num_replicas=runtime.world_size, rank=runtime.rank, shuffle=shuffle, seed=seed
+    )
+    return DataLoader(examples, batch_size=batch_size, sampler=sampler, collate_fn=functools.partial(collate, pad_id=pad_id))
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+@dataclass
+class TrainableModel:
+    engine: object  # deepspeed.DeepSpeedEngine
+    settings: ModelSettings
+    ds_config: dict
+
+
+def make_trainable(
+    model,
+    settings: ModelSettings,
+    ds_config: dict,
+    learning_rate: float,
+    weight_decay: float,
+    betas: tuple[float, float],
+    scheduler: tuple[str, int, int],
+    runtime: Runtime,
+    keep_trainable: tuple[str, ...] = (),
+) -> TrainableModel:
+    """Gradient checkpointing, LoRA, optimizer, schedule (name, warmup, total) and the engine."""
+    if settings.gradient_checkpointing:
+        ds.enable_gradient_checkpointing(model)
+    if settings.lora.enabled:
+        model = apply_lora(model, settings.lora, keep_trainable)
+    groups = ds.parameter_groups(model, learning_rate, weight_decay, settings.lora.learning_rate)
+    optimizer = ds.build_optimizer(groups, betas, settings.offload, runtime)
+    name, warmup, total = scheduler
+    lr_scheduler = ds.build_scheduler(optimizer, name, warmup, total)
+    return TrainableModel(ds.initialize(model, ds_config, optimizer, lr_scheduler), settings, ds_config)
+
+
+def save_model(trained: TrainableModel, directory: Path, build_base: Callable, runtime: Runtime) -> None:
+    """Save the trained weights in Hugging Face layout (LoRA merged unless asked otherwise).
+    Every process must call it (ZeRO-3 gathers collectively); rank 0 writes."""
+    state = checkpoint.full_state_dict(trained.engine, trained.settings.zero_stage)
+    if runtime.is_main:
+        module = trained.engine.module
+        if is_lora_model(module) and trained.settings.lora.merge_on_save:
+            merged = checkpoint.merge_lora_state_dict(state, build_base, module.peft_config["default"])
+            checkpoint.save_pretrained_model(merged, directory)
+        else:
+            checkpoint.save_pretrained_model(module, directory, state)
+    runtime.barrier()
+
+
+class Progress:
+    """A progress bar on rank 0 with the loss and throughput (tokens/s over all processes)."""
+
+    def __init__(self, total: int, description: str, runtime: Runtime):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, desc=description, disable=not runtime.is_main, dynamic_ncols=True)
+        self.started = time.perf_counter()
+        self.tokens = 0
+
+    def update(self, tokens: int, **values: float) -> None:
+        self.tokens += tokens
+        rate = self.tokens / max(time.perf_counter() - self.started, 1e-9)
+        self.bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()} | {"tok/s": f"{rate:.0f}"}, refresh=False)
+        self.bar.update(1)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / max(time.perf_counter() - self.started, 1e-9)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def mean_or_none(total: float, count: float) -> Optional[float]:
+    return total / count if count else None

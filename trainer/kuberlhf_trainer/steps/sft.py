@@ -1,0 +1,129 @@
+"""Step 1: supervised fine-tuning of the actor on prompt + preferred answer.
+
+The loop, in order: load data and model, measure eval perplexity, then for each micro-batch
+forward, backward and (every `gradient_accumulation_steps`) step; evaluate at intervals;
+measure perplexity again; save a Hugging Face checkpoint. Returns the step's summary figures.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from .. import engine as ds
+from ..config import RunConfig
+from ..data.prepare import step_examples
+from ..data.tokenize import IGNORE_INDEX, collate_sft
+from ..engine import Runtime
+from ..models import count_parameters, load_causal_lm, model_config, tokenizer_for, zero3_loading
+from .common import Progress, make_loader, make_trainable, save_model, to_device
+
+
+class StepDataError(RuntimeError):
+    """A step has no data to train on."""
+
+
+def run(config: RunConfig, runtime: Runtime, out_dir: Path) -> dict:
+    settings, model_settings = config.sft, config.actor_model
+    tokenizer = tokenizer_for(model_settings, "actor_model")
+    data = step_examples(config, "sft", tokenizer, runtime.barrier, is_builder=runtime.local_rank == 0)
+    if not data.train:
+        raise StepDataError("sft: no training examples (check data.datasets and data.data_split)")
+
+    dtype = ds.resolve_dtype(config.dtype, runtime)
+    ds_config = ds.deepspeed_config(
+        model_settings, settings.per_device_train_batch_size, settings.gradient_accumulation_steps,
+        runtime.world_size, dtype, settings.gradient_clipping,
+    )
+    torch.manual_seed(config.seed)
+    with zero3_loading(ds_config):
+        model = load_causal_lm(model_settings, tokenizer, "actor_model")
+    total_params, _ = count_parameters(model)
+
+    pad = tokenizer.pad_token_id
+    train_loader = make_loader(data.train, settings.per_device_train_batch_size, collate_sft, pad, runtime, True, config.seed)
+    eval_loader = make_loader(data.eval, settings.per_device_eval_batch_size, collate_sft, pad, runtime, False, config.seed)
+    total_steps = ds.optimizer_steps(
+        len(train_loader), settings.gradient_accumulation_steps, settings.num_train_epochs, settings.max_steps
+    )
+    trained = make_trainable(
+        model, model_settings, ds_config, settings.learning_rate, settings.weight_decay,
+        (settings.adam_beta1, settings.adam_beta2),
+        (settings.lr_scheduler_type, settings.num_warmup_steps, total_steps), runtime,
+    )
+    engine = trained.engine
+
+    perplexity_before = evaluate_perplexity(engine, eval_loader, settings.eval_iters, runtime)
+    curve = train(engine, train_loader, settings, total_steps, eval_loader, runtime)
+    perplexity_after = evaluate_perplexity(engine, eval_loader, settings.eval_iters, runtime)
+
+    build_base = lambda: load_base_for_merge(model_settings, tokenizer)  # noqa: E731
+    save_model(trained, out_dir, build_base, runtime)
+    if runtime.is_main:
+        tokenizer.save_pretrained(out_dir)
+    return {
+        "eval_perplexity_before": perplexity_before,
+        "eval_perplexity_after": perplexity_after,
+        "optimizer_steps": curve["steps"],
+        "train_examples": len(data.train),
+        "eval_examples": len(data.eval),
+        "parameters": total_params,
+        "tokens_per_second": curve["tokens_per_second"],
+        "loss_curve": curve["losses"],
+    }
+
+
+def train(engine, loader, settings, total_steps: int, eval_loader, runtime: Runtime) -> dict:
+    """The optimisation loop; returns the loss per optimizer step and the throughput."""
+    progress = Progress(total_steps, "sft", runtime)
+    losses, window, steps = [], [], 0
+    for epoch in range(settings.num_train_epochs):
+        loader.sampler.set_epoch(epoch)
+        for batch in loader:
+            batch = to_device(batch, runtime.device)
+            loss = engine(**batch, use_cache=False).loss
+            engine.backward(loss)
+            engine.step()
+            window.append(loss.item())
+            if not engine.is_gradient_accumulation_boundary():
+                continue
+            steps += 1
+            losses.append(sum(window) / len(window))
+            window = []
+            progress.update(int(batch["attention_mask"].sum()) * runtime.world_size, loss=losses[-1])
+            if settings.eval_interval and steps % settings.eval_interval == 0:
+                ppl = evaluate_perplexity(engine, eval_loader, settings.eval_iters, runtime)
+                progress.bar.write(f"sft step {steps}: eval perplexity {ppl:.4g}" if ppl else f"sft step {steps}")
+            if steps >= total_steps:
+                break
+        if steps >= total_steps:
+            break
+    progress.close()
+    return {"steps": steps, "losses": losses, "tokens_per_second": progress.tokens_per_second}
+
+
+@torch.no_grad()
+def evaluate_perplexity(engine, loader, max_batches: int, runtime: Runtime):
+    """exp of the token-weighted mean loss over the eval split (None without eval data)."""
+    was_training = engine.module.training
+    engine.eval()
+    total_loss = total_tokens = 0.0
+    for index, batch in enumerate(loader):
+        if index >= max_batches:
+            break
+        batch = to_device(batch, runtime.device)
+        tokens = (batch["labels"][:, 1:] != IGNORE_INDEX).sum().item()  # predicted positions
+        total_loss += engine(**batch, use_cache=False).loss.float().item() * tokens
+        total_tokens += tokens
+    total_loss, total_tokens = runtime.sum([total_loss, total_tokens])
+    engine.train(was_training)
+    return math.exp(total_loss / total_tokens) if total_tokens else None
+
+
+def load_base_for_merge(model_settings, tokenizer):
+    """The bare causal LM (no weights loaded) that LoRA merging rebuilds around saved weights."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_config(model_config(model_settings, tokenizer, "actor_model"))
