@@ -1,0 +1,129 @@
+"""The pod template every training pod shares, whichever launcher runs it.
+
+What each choice protects against:
+- `automountServiceAccountToken: false`: the trainer never talks to the API server (progress
+  goes out through metrics and summaries), so a compromised training process gets no token.
+- non-root `securityContext`, no privilege escalation, all capabilities dropped: training
+  needs none of them; `fsGroup` makes the shared storage writable for that user.
+- a memory-backed `/dev/shm`: NCCL and data-loader workers exchange tensors through it and
+  the runtime's 64Mi default fails them.
+- `enableServiceLinks: false`: a namespace with many Services would otherwise inject
+  thousands of variables into the trainer's environment.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..api import StageSpec
+from ..job import Job
+from ..names import LABEL_COMPONENT, stage_labels
+
+CONFIG_DIR = "/etc/kuberlhf"
+CONFIG_FILE = f"{CONFIG_DIR}/config.yaml"
+CONFIG_KEY = "config.yaml"
+GPU_RESOURCE = "nvidia.com/gpu"
+METRICS_PORT_NAME = "metrics"
+
+
+def trainer_args(job: Job, stage: str) -> list[str]:
+    """Arguments of `kuberlhf step` (also `python -m kuberlhf_trainer step`) for one stage."""
+    args = ["step", stage, "--config", CONFIG_FILE, "--output_dir", job.output_dir]
+    if job.spec.metrics_port:
+        args += ["--metrics_port", str(job.spec.metrics_port)]
+    return args
+
+
+def trainer_env(job: Job) -> list[dict[str, Any]]:
+    """The trainer's environment. The hub token is a reference: its value never leaves the Secret."""
+    mount = job.spec.storage.mount_path.rstrip("/")
+    env: list[dict[str, Any]] = [
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+        # One download cache per claim, shared by every stage and job that uses it.
+        {"name": "HF_HOME", "value": f"{mount}/.cache/huggingface"},
+    ]
+    token = job.spec.hub_token_secret
+    if token is not None:
+        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": token.name, "key": token.key}}})
+    env += [{"name": e.name, "value": e.value} for e in job.spec.env]
+    return env
+
+
+def resources(stage: StageSpec, gpus: int) -> dict[str, Any]:
+    requests = dict(stage.resources.requests)
+    limits = dict(stage.resources.limits)
+    if gpus:
+        # Extended resources must have request == limit; setting both is explicit.
+        requests[GPU_RESOURCE] = limits[GPU_RESOURCE] = gpus
+    out: dict[str, Any] = {}
+    if requests:
+        out["requests"] = requests
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def container(
+    job: Job, name: str, command: list[str], *, resources_: dict[str, Any], training: bool
+) -> dict[str, Any]:
+    """A container of the trainer image; `training` ones mount config, storage and /dev/shm."""
+    out: dict[str, Any] = {
+        "name": name,
+        "image": job.spec.image,
+        "command": command,
+        "env": trainer_env(job),
+        "resources": resources_,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": True,
+        },
+    }
+    if job.spec.image_pull_policy:
+        out["imagePullPolicy"] = job.spec.image_pull_policy
+    if training:
+        out["volumeMounts"] = [
+            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": "storage", "mountPath": job.spec.storage.mount_path},
+            {"name": "dshm", "mountPath": "/dev/shm"},
+        ]
+        if job.spec.metrics_port:
+            out["ports"] = [{"name": METRICS_PORT_NAME, "containerPort": job.spec.metrics_port, "protocol": "TCP"}]
+    return out
+
+
+def volumes(job: Job, stage: StageSpec, config_map: str, claim: str) -> list[dict[str, Any]]:
+    return [
+        {"name": "config", "configMap": {"name": config_map, "items": [{"key": CONFIG_KEY, "path": CONFIG_KEY}]}},
+        {"name": "storage", "persistentVolumeClaim": {"claimName": claim}},
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": stage.shm_size}},
+    ]
+
+
+def pod_template(
+    job: Job, stage: str, attempt: int, containers: list[dict[str, Any]], volumes_: list[dict[str, Any]]
+) -> dict[str, Any]:
+    security = job.spec.security_context
+    spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": security.run_as_user,
+            "runAsGroup": security.run_as_group,
+            "fsGroup": security.fs_group,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": containers,
+        "volumes": volumes_,
+    }
+    if job.spec.node_selector:
+        spec["nodeSelector"] = dict(job.spec.node_selector)
+    if job.spec.tolerations:
+        spec["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in job.spec.tolerations]
+    if job.spec.priority_class_name:
+        spec["priorityClassName"] = job.spec.priority_class_name
+    if job.spec.image_pull_secrets:
+        spec["imagePullSecrets"] = [{"name": s.name} for s in job.spec.image_pull_secrets]
+    labels = {**stage_labels(job.name, stage, attempt), LABEL_COMPONENT: "trainer"}
+    return {"metadata": {"labels": labels}, "spec": spec}

@@ -1,0 +1,232 @@
+"""decide(job, children, now) -> Decision: the operator's whole logic, as a pure function.
+
+The RLHFJob's status is the operator's *intent* and the children are the *actual* state.
+One pass, level-triggered (it never asks what changed, only what is):
+
+1. a new restart request (annotation kuberlhf.io/restart-from) resets that stage and the
+   stages after it, and deletes their running children;
+2. each active stage takes the state of its current child (the one whose attempt number the
+   status records): Succeeded advances, Failed retries with attempt+1 up to retryLimit and
+   then fails the job with the child's reason, a vanished child counts as a failed attempt;
+3. stages whose predecessors succeeded start: attempt+1, state Starting;
+4. every Starting stage without its child gets a CreateChild, unless the job is suspended;
+5. suspend/resume is passed to running children that Kueue does not manage;
+6. phase, message and conditions summarise the stages.
+
+The caller writes the new status first, guarded by the object's resourceVersion, and only then
+carries out the actions. A child is therefore only ever created for an attempt number already
+recorded in status, and its name carries that number: a stale or concurrent pass that decides
+the same thing asks for the same name and gets AlreadyExists, never a second child.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence, Union
+
+from .api import ACTIVE_STATES, ChildRef, RLHFJobStatus, StageStatus
+from .builders import claim_for
+from .events import Event, restart_ignored, transition_events
+from .job import Job
+from .names import CHILD_KINDS, RESTART_ANNOTATION, STAGES, child_name
+from .observe import Child
+from .summary import summarize
+
+
+@dataclass(frozen=True)
+class CreateChild:
+    stage: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class DeleteChild:
+    kind: str
+    name: str
+
+
+@dataclass(frozen=True)
+class SuspendChild:
+    kind: str
+    name: str
+    suspend: bool
+
+
+Action = Union[CreateChild, DeleteChild, SuspendChild]
+
+
+@dataclass
+class Decision:
+    status: RLHFJobStatus
+    actions: list[Action] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+
+
+Attempts = dict[int, Child]
+
+
+def decide(job: Job, children: Sequence[Child], now: str) -> Decision:
+    status = job.status.model_copy(deep=True)
+    status.stages = _stage_entries(job, status.stages)
+    status.claim_name = claim_for(job)
+    by_stage = _group(job, children)
+    decision = Decision(status)
+    _handle_restart(job, status, by_stage, now, decision)
+    for stage in _selected(job, status):
+        _observe(job, stage, by_stage.get(stage.name, {}), now)
+    _start_ready(job, status, now)
+    _request_children(job, status, by_stage, decision)
+    _pass_suspend(job, status, by_stage, decision)
+    summarize(job, status, now)
+    decision.events += transition_events(job, job.status, status)
+    return decision
+
+
+def attempt_creation_failed(job: Job, status: RLHFJobStatus, stage_name: str, reason: str, message: str,
+                            now: str) -> Decision:
+    """The API server refused to create a stage's child: that attempt failed (and is retried
+    under a new name up to retryLimit, which also gets past a name another object took)."""
+    new = status.model_copy(deep=True)
+    _attempt_failed(job, new.stage_status(stage_name), reason, message, now)
+    summarize(job, new, now)
+    return Decision(new, events=[Event("Warning", reason, message), *transition_events(job, status, new)])
+
+
+def _stage_entries(job: Job, current: list[StageStatus]) -> list[StageStatus]:
+    """One entry per stage in pipeline order; stages left out of config.steps are Skipped."""
+    known = {s.name: s for s in current}
+    entries = []
+    for name in STAGES:
+        entry = known.get(name) or StageStatus(name=name)
+        if name not in job.selected_stages and entry.state in ("Pending", "Skipped"):
+            entry.state = "Skipped"
+        elif name in job.selected_stages and entry.state == "Skipped":
+            entry.state = "Pending"
+        entries.append(entry)
+    return entries
+
+
+def _group(job: Job, children: Sequence[Child]) -> dict[str, Attempts]:
+    """Children by stage and attempt. Children another object controls are not ours to judge."""
+    out: dict[str, Attempts] = {}
+    for child in children:
+        if child.owner_uid == job.uid and child.stage in STAGES and child.attempt > 0:
+            out.setdefault(child.stage, {})[child.attempt] = child
+    return out
+
+
+def _selected(job: Job, status: RLHFJobStatus) -> list[StageStatus]:
+    return [s for s in status.stages if s.name in job.selected_stages]
+
+
+def _handle_restart(job: Job, status: RLHFJobStatus, by_stage: dict[str, Attempts], now: str,
+                    decision: Decision) -> None:
+    request = job.annotations.get(RESTART_ANNOTATION, "").strip()
+    if not request or request == status.restart_request:
+        return
+    status.restart_request = request
+    first = request.split("@", 1)[0].strip()
+    if first not in job.selected_stages:
+        decision.events.append(restart_ignored(request, job.selected_stages))
+        return
+    for stage in _selected(job, status)[job.selected_stages.index(first):]:
+        current = by_stage.get(stage.name, {}).get(stage.attempt)
+        if stage.state in ACTIVE_STATES and current is not None and not current.deleting:
+            decision.actions.append(DeleteChild(current.kind, current.name))
+        _reset(stage, f"restarted on request {request!r}")
+
+
+def _reset(stage: StageStatus, message: str) -> None:
+    """Back to Pending; the attempt number stays, so the next child gets a new name."""
+    stage.state = "Pending"
+    stage.failed_attempts = 0
+    stage.child_ref = None
+    stage.start_time = stage.completion_time = None
+    stage.reason, stage.message = "Restarted", message
+
+
+def _observe(job: Job, stage: StageStatus, attempts: Attempts, now: str) -> None:
+    latest = max(attempts, default=0)
+    if latest > stage.attempt:
+        # A child newer than the status knows of (e.g. status was lost): it is the current one.
+        stage.attempt, stage.state = latest, "Starting"
+    if stage.state not in ACTIVE_STATES:
+        return
+    child = attempts.get(stage.attempt)
+    if child is None or child.deleting:
+        if stage.state != "Starting":  # it existed, and now it is gone
+            _attempt_failed(job, stage, "ChildDeleted", f"child {_name(job, stage)} was deleted", now)
+        return
+    stage.child_ref = ChildRef(api_version=child.api_version, kind=child.kind, name=child.name, uid=child.uid)
+    if child.state == "Succeeded":
+        stage.state, stage.completion_time = "Succeeded", now
+        stage.reason, stage.message = child.reason, f"{child.kind} {child.name} succeeded"
+    elif child.state == "Failed":
+        _attempt_failed(job, stage, child.reason or "Failed", child.message, now)
+    elif child.state == "Suspended":
+        # Kueue holds a job it has not admitted; we never suspend a child Kueue manages.
+        stage.state = "Queued" if child.kueue_managed else "Suspended"
+    else:
+        stage.state = child.state
+    if child.state in ("Running", "Suspended") and child.message:
+        stage.reason, stage.message = child.reason, child.message
+
+
+def _attempt_failed(job: Job, stage: StageStatus, reason: str, message: str, now: str) -> None:
+    stage.failed_attempts += 1
+    limit = job.spec.stages.of(stage.name).retry_limit
+    failed = f"attempt {stage.attempt} failed: {reason}: {message}".rstrip(": ")
+    stage.reason = reason
+    if stage.failed_attempts <= limit:
+        stage.attempt += 1
+        stage.state = "Starting"
+        stage.child_ref = None
+        stage.message = f"{failed}; retrying as attempt {stage.attempt} ({stage.failed_attempts} of {limit} retries)"
+    else:
+        stage.state, stage.completion_time = "Failed", now
+        stage.message = f"{failed}; no retries left (retryLimit {limit})"
+
+
+def _dependencies(job: Job, stage: str) -> list[str]:
+    if job.spec.parallel_sft_and_reward and stage in ("sft", "reward"):
+        return []
+    before = STAGES[: STAGES.index(stage)]
+    return [s for s in before if s in job.selected_stages]
+
+
+def _start_ready(job: Job, status: RLHFJobStatus, now: str) -> None:
+    """Start every Pending stage whose predecessors succeeded, unless the job is over or held."""
+    stages = {s.name: s for s in status.stages}
+    if job.spec.suspend or any(s.state == "Failed" for s in stages.values()):
+        return
+    for stage in _selected(job, status):
+        ready = all(stages[d].state == "Succeeded" for d in _dependencies(job, stage.name))
+        if stage.state == "Pending" and ready:
+            stage.attempt += 1
+            stage.state, stage.start_time = "Starting", now
+            stage.failed_attempts, stage.completion_time = 0, None
+            stage.checkpoint_path = job.checkpoint_path(stage.name)
+            stage.reason, stage.message = "Starting", f"starting attempt {stage.attempt}"
+
+
+def _request_children(job: Job, status: RLHFJobStatus, by_stage: dict[str, Attempts], decision: Decision) -> None:
+    if job.spec.suspend:
+        return
+    for stage in _selected(job, status):
+        if stage.state == "Starting" and stage.attempt not in by_stage.get(stage.name, {}):
+            decision.actions.append(CreateChild(stage.name, stage.attempt))
+            api_version, kind, _ = CHILD_KINDS[job.spec.launcher]
+            stage.child_ref = ChildRef(api_version=api_version, kind=kind, name=_name(job, stage))
+
+
+def _pass_suspend(job: Job, status: RLHFJobStatus, by_stage: dict[str, Attempts], decision: Decision) -> None:
+    for stage in _selected(job, status):
+        child = by_stage.get(stage.name, {}).get(stage.attempt)
+        if stage.state not in ACTIVE_STATES or child is None or child.kueue_managed or child.deleting:
+            continue
+        if child.suspend_requested != job.spec.suspend:
+            decision.actions.append(SuspendChild(child.kind, child.name, job.spec.suspend))
+
+
+def _name(job: Job, stage: StageStatus) -> str:
+    return child_name(job.name, stage.name, stage.attempt)

@@ -1,0 +1,161 @@
+"""The few API calls the operator makes, on the official `kubernetes` client.
+
+Every write here is safe to repeat: creates treat AlreadyExists as "already done" after
+checking who owns the object, deletes treat NotFound as done, and the status write carries
+the resourceVersion it was computed from, so a stale decision is refused (409) instead of
+overwriting a newer one.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from .names import CHILD_KINDS, GROUP, KUBEFLOW_GROUP, PLURAL, VERSION, job_labels
+from .observe import controller_uid
+
+log = logging.getLogger(__name__)
+CONFLICT, NOT_FOUND = 409, 404
+
+
+def api_client(pool_size: int) -> client.ApiClient:
+    """In-cluster credentials in a pod, else the kubeconfig (KUBECONFIG or ~/.kube/config)."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    configuration = client.Configuration.get_default_copy()
+    # One connection per worker thread, or threads queue for a connection.
+    configuration.connection_pool_maxsize = pool_size
+    return client.ApiClient(configuration)
+
+
+def _plural(kind: str) -> tuple[str, str]:
+    """(version, plural) of a Kubeflow kind."""
+    for api_version, child_kind, plural in CHILD_KINDS.values():
+        if child_kind == kind:
+            return api_version.split("/")[1], plural
+    raise ValueError(f"not a child kind: {kind}")
+
+
+class Kube:
+    def __init__(self, api: client.ApiClient):
+        self.custom = client.CustomObjectsApi(api)
+        self.core = client.CoreV1Api(api)
+
+    # -- creating ------------------------------------------------------------------------
+
+    def create(self, manifest: dict[str, Any]) -> bool:
+        """Create; False if it already existed. Raises if it exists and someone else owns it."""
+        meta = manifest["metadata"]
+        try:
+            self._create(manifest)
+            return True
+        except ApiException as error:
+            if error.status != CONFLICT:
+                raise
+        existing = self.get(manifest["kind"], meta["namespace"], meta["name"])
+        wanted = controller_uid(meta)
+        if wanted is not None and controller_uid(existing["metadata"]) != wanted:
+            raise ForeignObject(f"{manifest['kind']} {meta['namespace']}/{meta['name']} exists and another "
+                                "object controls it")
+        return False
+
+    def _create(self, manifest: dict[str, Any]) -> None:
+        ns, kind = manifest["metadata"]["namespace"], manifest["kind"]
+        if kind == "ConfigMap":
+            self.core.create_namespaced_config_map(ns, manifest)
+        elif kind == "PersistentVolumeClaim":
+            self.core.create_namespaced_persistent_volume_claim(ns, manifest)
+        else:
+            version, plural = _plural(kind)
+            self.custom.create_namespaced_custom_object(KUBEFLOW_GROUP, version, ns, plural, manifest)
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
+        serialize = self.core.api_client.sanitize_for_serialization  # camelCase, like custom objects
+        if kind == "ConfigMap":
+            return serialize(self.core.read_namespaced_config_map(name, namespace))
+        if kind == "PersistentVolumeClaim":
+            return serialize(self.core.read_namespaced_persistent_volume_claim(name, namespace))
+        version, plural = _plural(kind)
+        return self.custom.get_namespaced_custom_object(KUBEFLOW_GROUP, version, namespace, plural, name)
+
+    # -- changing ------------------------------------------------------------------------
+
+    def patch_status(self, namespace: str, name: str, resource_version: str, status: dict[str, Any]) -> str | None:
+        """Write the RLHFJob's status unless the object changed since it was read.
+        Returns the new resourceVersion, or None on a conflict (a newer version will be reconciled)."""
+        body = {"metadata": {"resourceVersion": resource_version}, "status": status}
+        try:
+            out = self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, body)
+        except ApiException as error:
+            if error.status in (CONFLICT, NOT_FOUND):
+                return None
+            raise
+        return out["metadata"]["resourceVersion"]
+
+    def suspend_child(self, kind: str, namespace: str, name: str, suspend: bool) -> None:
+        version, plural = _plural(kind)
+        body = {"spec": {"runPolicy": {"suspend": suspend}}}
+        self._ignore_missing(self.custom.patch_namespaced_custom_object,
+                             KUBEFLOW_GROUP, version, namespace, plural, name, body)
+
+    def delete_child(self, kind: str, namespace: str, name: str) -> None:
+        version, plural = _plural(kind)
+        self._ignore_missing(self.custom.delete_namespaced_custom_object,
+                             KUBEFLOW_GROUP, version, namespace, plural, name, propagation_policy="Background")
+
+    # -- cleaning up ---------------------------------------------------------------------
+
+    def delete_owned(self, namespace: str, job: str, uid: str) -> list[str]:
+        """Delete what the job controls: children, ConfigMaps, and a claim it owns (retention
+        Delete). Needed where no garbage collector runs; harmless where one does."""
+        selector = ",".join(f"{k}={v}" for k, v in job_labels(job).items())
+        deleted = []
+        for kind, items in self._owned_lists(namespace, selector):
+            for item in items:
+                meta = item["metadata"]
+                if controller_uid(meta) == uid:  # a retained claim has no owner and stays
+                    self._delete(kind, namespace, meta["name"])
+                    deleted.append(f"{kind}/{meta['name']}")
+        return deleted
+
+    def _owned_lists(self, namespace: str, selector: str) -> Iterable[tuple[str, list[dict[str, Any]]]]:
+        for api_version, kind, plural in CHILD_KINDS.values():
+            try:
+                listed = self.custom.list_namespaced_custom_object(
+                    KUBEFLOW_GROUP, api_version.split("/")[1], namespace, plural, label_selector=selector)
+            except ApiException as error:
+                if error.status == NOT_FOUND:  # that Kubeflow CRD is not installed
+                    continue
+                raise
+            yield kind, listed["items"]
+        client_ = self.core.api_client
+        for kind, lister in (("ConfigMap", self.core.list_namespaced_config_map),
+                             ("PersistentVolumeClaim", self.core.list_namespaced_persistent_volume_claim)):
+            items = lister(namespace, label_selector=selector).items
+            yield kind, [client_.sanitize_for_serialization(i) for i in items]
+
+    def _delete(self, kind: str, namespace: str, name: str) -> None:
+        if kind == "ConfigMap":
+            self._ignore_missing(self.core.delete_namespaced_config_map, name, namespace)
+        elif kind == "PersistentVolumeClaim":
+            self._ignore_missing(self.core.delete_namespaced_persistent_volume_claim, name, namespace)
+        else:
+            self.delete_child(kind, namespace, name)
+
+    @staticmethod
+    def _ignore_missing(call, *args, **kwargs) -> None:
+        try:
+            call(*args, **kwargs)
+        except ApiException as error:
+            if error.status != NOT_FOUND:
+                raise
+
+
+class ForeignObject(RuntimeError):
+    """An object with the name we need exists but belongs to someone else."""
+

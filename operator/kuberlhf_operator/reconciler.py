@@ -1,0 +1,154 @@
+"""Carry out a decision: write the status (guarded), post events, then act on children.
+
+The order matters for idempotency: the status write claims the attempt numbers and is
+refused if the object changed since it was read. Nothing else happens after a refused write;
+the newer version arrives as its own event and is reconciled from scratch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+from kubernetes.client.exceptions import ApiException
+
+from . import metrics
+from .api import RLHFJobStatus
+from .builders import build_child, build_config_map, build_pvc, claim_for
+from .decide import CreateChild, Decision, DeleteChild, SuspendChild, attempt_creation_failed, decide
+from .events import Event, stage_transitions
+from .job import Job
+from .kube import ForeignObject, Kube
+from .observe import Child
+
+log = logging.getLogger(__name__)
+PostEvent = Callable[[Mapping[str, Any], Event], None]
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def status_patch(status: RLHFJobStatus) -> dict[str, Any]:
+    """The whole status as a merge patch: absent fields become null (deleted), lists are replaced."""
+    fields = status.model_dump(by_alias=True, mode="json", exclude_none=True)
+    for name, info in RLHFJobStatus.model_fields.items():
+        fields.setdefault(info.alias or name, None)
+    return fields
+
+
+class Reconciler:
+    def __init__(self, kube: Kube, post_event: PostEvent, clock: Callable[[], str] = now):
+        self.kube = kube
+        self.post_event = post_event
+        self.clock = clock
+        self.phases = metrics.PhaseTracker()
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def reconcile(self, body: Mapping[str, Any], children: Sequence[Child], trigger: str) -> None:
+        """One level-triggered pass over an RLHFJob and the children the caller observed."""
+        uid = body["metadata"]["uid"]
+        with self._serialized(uid), self._measured(trigger):
+            job = Job.from_body(body)
+            decision = decide(job, children, self.clock())
+            resource_version = body["metadata"]["resourceVersion"]
+            if decision.status != job.status:
+                resource_version = self.kube.patch_status(
+                    job.namespace, job.name, resource_version, status_patch(decision.status))
+                if resource_version is None:
+                    metrics.STATUS_CONFLICTS.inc()
+                    return
+                self._record(job, job.status, decision)
+            self.phases.set(uid, decision.status.phase)
+            self._act(job, decision, body, resource_version)
+
+    def forget(self, uid: str) -> None:
+        self.phases.set(uid, None)
+        with self._locks_guard:
+            self._locks.pop(uid, None)
+
+    def _record(self, job: Job, old: RLHFJobStatus, decision: Decision) -> None:
+        for transition in stage_transitions(old, decision.status):
+            metrics.STAGE_TRANSITIONS.labels(stage=transition.stage, state=transition.new).inc()
+        for event in decision.events:
+            log.info("RLHFJob %s/%s: %s: %s", job.namespace, job.name, event.reason, event.message)
+            self.post_event(self._ref(job), event)
+
+    def _act(self, job: Job, decision: Decision, body: Mapping[str, Any], resource_version: str) -> None:
+        for action in decision.actions:
+            if isinstance(action, CreateChild):
+                failure = self._create_child(job, action)
+                if failure is not None:
+                    self._creation_failed(job, decision.status, action, failure, resource_version)
+            elif isinstance(action, DeleteChild):
+                self.kube.delete_child(action.kind, job.namespace, action.name)
+            elif isinstance(action, SuspendChild):
+                self.kube.suspend_child(action.kind, job.namespace, action.name, action.suspend)
+
+    def _create_child(self, job: Job, action: CreateChild) -> tuple[str, str] | None:
+        """Create the child (and what it mounts). A refusal the API server will repeat is
+        returned as (reason, message) so the attempt fails visibly instead of looping."""
+        try:
+            pvc = build_pvc(job)
+            if pvc is not None:
+                self.kube.create(pvc)
+            config_map = build_config_map(job)
+            self.kube.create(config_map)
+            child = build_child(job, action.stage, action.attempt, config_map["metadata"]["name"], claim_for(job))
+            if self.kube.create(child):
+                metrics.CHILDREN_CREATED.labels(kind=child["kind"]).inc()
+                log.info("Created %s %s/%s", child["kind"], job.namespace, child["metadata"]["name"])
+        except ForeignObject as error:
+            return "ChildNameTaken", str(error)
+        except ApiException as error:
+            if error.status in (400, 403, 404, 422):
+                hint = f" (is the Kubeflow API for launcher {job.spec.launcher} installed?)" if error.status == 404 else ""
+                return "ChildCreationFailed", f"{error.status} {error.reason}: {_api_message(error)}{hint}"
+            raise
+        return None
+
+    def _creation_failed(self, job: Job, status: RLHFJobStatus, action: CreateChild,
+                         failure: tuple[str, str], resource_version: str) -> None:
+        decision = attempt_creation_failed(job, status, action.stage, *failure, self.clock())
+        if self.kube.patch_status(job.namespace, job.name, resource_version, status_patch(decision.status)) is None:
+            metrics.STATUS_CONFLICTS.inc()
+            return
+        self._record(job, status, decision)
+
+    @staticmethod
+    def _ref(job: Job) -> dict[str, Any]:
+        return {"apiVersion": "kuberlhf.io/v1alpha1", "kind": "RLHFJob",
+                "metadata": {"name": job.name, "namespace": job.namespace, "uid": job.uid}}
+
+    @contextmanager
+    def _serialized(self, uid: str) -> Iterator[None]:
+        """One pass per RLHFJob at a time: its own events, its children's and the resync timer
+        run on different kopf workers. (Correctness does not depend on it; efficiency does.)"""
+        with self._locks_guard:
+            lock = self._locks.setdefault(uid, threading.Lock())
+        with lock:
+            yield
+
+    @contextmanager
+    def _measured(self, trigger: str) -> Iterator[None]:
+        start = time.monotonic()
+        try:
+            yield
+        except Exception as error:
+            metrics.RECONCILE_ERRORS.labels(reason=type(error).__name__).inc()
+            raise
+        finally:
+            metrics.RECONCILE_DURATION.labels(trigger=trigger).observe(time.monotonic() - start)
+
+
+def _api_message(error: ApiException) -> str:
+    try:
+        return json.loads(error.body or "{}").get("message", "") or str(error.body)
+    except ValueError:
+        return str(error.body)
