@@ -209,6 +209,14 @@ class RewardSettings(_TrainingLoop):
         description="'end': pairwise ranking loss on the score at the end of each answer (InstructGPT). "
         "'tokenwise': DeepSpeed-Chat's loss over every token of the divergent span.",
     )
+    policy_samples: int = Field(
+        0,
+        ge=0,
+        description="On tasks with a ground-truth scorer (builtin:sort): sample this many answers per prompt from "
+        "the SFT model and add (right, wrong) pairs ranked by the scorer, as InstructGPT's labellers rank the SFT "
+        "model's own outputs; 0 disables.",
+    )
+    policy_sample_temperature: float = Field(1.0, gt=0, description="Sampling temperature for policy_samples.")
 
 
 class AdaptiveKLSettings(_Section):
@@ -291,6 +299,15 @@ class PPOSettings(_Section):
     whiten_advantages: bool = Field(
         True, description="Normalise advantages to zero mean, unit variance per batch. DeepSpeed-Chat does not."
     )
+    samples_per_prompt: int = Field(
+        1, ge=1, description="Answers sampled per prompt in each generation batch (more gives a per-prompt baseline)."
+    )
+    center_rewards_per_prompt: bool = Field(
+        False,
+        description="Subtract the mean reward-model score of each prompt's answers from its scores (needs "
+        "samples_per_prompt > 1): the policy learns which of its answers are better, not which prompts are easy.",
+    )
+    entropy_coef: float = Field(0.0, ge=0, description="Weight of the entropy bonus in the actor loss.")
     critic_warmup_iterations: int = Field(
         0, ge=0, description="Train only the critic for this many iterations before the actor starts moving."
     )
@@ -364,6 +381,8 @@ class RunConfig(_Section):
                 raise ValueError(f"data.data_split gives step '{step}' no data, but steps includes it")
         if self.ppo.generation.inference_tp_size > 1 and self.actor_model.zero_stage != 3:
             raise ValueError("ppo.generation.inference_tp_size > 1 needs actor_model.zero_stage 3")
+        if self.ppo.center_rewards_per_prompt and self.ppo.samples_per_prompt < 2:
+            raise ValueError("ppo.center_rewards_per_prompt needs ppo.samples_per_prompt >= 2")
         if self.deployment_type == "single_gpu" and (self.nproc_per_node or 1) > 1:
             raise ValueError("deployment_type single_gpu runs one process; set single_node for nproc_per_node > 1")
         return self
@@ -450,11 +469,19 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
         node = data
         *parents, leaf = dotted.split(".")
         for key in parents:
-            child = node.setdefault(key, {})
+            child = node.get(key)
+            if child is None:  # absent, or an empty section in YAML ("sft:" with nothing under it)
+                child = node[key] = {}
             if not isinstance(child, dict):
                 raise ConfigError(f"{dotted}: '{key}' is not a section")
             node = child
         node[leaf] = value
+    # A flag for one setting of a model (`--actor-zero-stage 3`, `--reward_model.lora.dim 8`) keeps
+    # the run's default model instead of failing with "name_or_path: Field required".
+    for role in ("actor_model", "reward_model"):
+        section = data.get(role)
+        if isinstance(section, dict) and "name_or_path" not in section and any(k.startswith(f"{role}.") for k in overrides):
+            section["name_or_path"] = RunConfig.model_fields[role].get_default(call_default_factory=True).name_or_path
     return data
 
 

@@ -42,8 +42,8 @@ def leaf_fields(model: type[BaseModel] = RunConfig, prefix: str = "") -> Iterato
             yield f"{prefix}{name}", info
 
 
-def _describe(info) -> tuple[str, dict]:
-    """Help text and argparse kwargs for one field."""
+def _describe(info, default: Any = _UNSET) -> tuple[str, dict]:
+    """Help text and argparse kwargs for one field; `default` is its value in a default RunConfig."""
     annotation = info.annotation
     origin = typing.get_origin(annotation)
     kwargs: dict = {"default": _UNSET, "type": _parse_value}
@@ -58,9 +58,12 @@ def _describe(info) -> tuple[str, dict]:
             kwargs["choices"] = list(typing.get_args(inner))
         if inner is str or typing.get_origin(inner) is typing.Literal:
             kwargs["type"] = str
-    elif args and all(a is str for a in args) or annotation is str:
+    elif annotation is str:
         kwargs["type"] = str
-    default = info.get_default(call_default_factory=True)
+    elif args and all(a is str for a in args):  # Optional[str]: 'null' unsets it, as in YAML
+        kwargs["type"] = _parse_optional_text
+    if default is _UNSET:
+        default = info.get_default(call_default_factory=True)
     if isinstance(default, BaseModel):
         default = "(see section)"
     help_text = f"{info.description} [default: {default!r}]"
@@ -76,6 +79,22 @@ def _parse_value(text: str) -> Any:
     return value if isinstance(value, (int, float, bool)) or value is None else text
 
 
+def _parse_optional_text(text: str) -> Any:
+    return None if text in _YAML_NULLS else text
+
+
+_YAML_NULLS = ("null", "Null", "NULL", "~")
+
+
+def _effective_default(defaults: dict, dotted: str) -> Any:
+    """The field's value in a default RunConfig: a section's own defaults can differ from the
+    run's (RunConfig's actor_model is facebook/opt-1.3b at ZeRO-2, not ModelSettings' 0)."""
+    node: Any = defaults
+    for key in dotted.split("."):
+        node = node[key]
+    return node
+
+
 def add_config_flags(parser: argparse.ArgumentParser, dschat: bool = True) -> None:
     parser.add_argument("--config", help="YAML config file (fields as in docs/configuration.md); flags override it.")
     if dschat:
@@ -87,8 +106,9 @@ def add_config_flags(parser: argparse.ArgumentParser, dschat: bool = True) -> No
             help="Steps to run: 1 2 3 or sft reward ppo (default: all).",
         )
     group = parser.add_argument_group("config fields (any field of the schema, by its dotted path)")
+    defaults = RunConfig().model_dump(mode="json")
     for dotted, info in leaf_fields():
-        help_text, kwargs = _describe(info)
+        help_text, kwargs = _describe(info, _effective_default(defaults, dotted))
         group.add_argument(f"--{dotted}", dest=f"cfg:{dotted}", help=help_text, metavar="VALUE", **kwargs)
 
 

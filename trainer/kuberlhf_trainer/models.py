@@ -126,7 +126,7 @@ def model_config(settings: ModelSettings, tokenizer, field: str):
     return config
 
 
-def load_pretrained(model_class, settings: ModelSettings, tokenizer, field: str, dtype: torch.dtype):
+def load_pretrained(model_class, settings: ModelSettings, tokenizer, field: str, dtype: torch.dtype = torch.float32):
     """`model_class` (AutoModelForCausalLM or AutoModel) from the hub, a directory or a builtin config."""
     config = model_config(settings, tokenizer, field)
     if settings.name_or_path.startswith(BUILTIN):
@@ -175,6 +175,12 @@ def apply_lora(model, lora: LoraSettings, keep_trainable: tuple[str, ...] = ()):
     """
     from peft import LoraConfig, get_peft_model
 
+    from .value_model import ValueModel
+
+    if isinstance(model, ValueModel):  # adapt the backbone; the scalar head always trains
+        model.backbone = apply_lora(model.backbone, lora, keep_trainable)
+        model.v_head.requires_grad_(True)
+        return model
     peft_config = LoraConfig(
         r=lora.dim,
         lora_alpha=lora.alpha if lora.alpha is not None else lora.dim,
@@ -195,6 +201,12 @@ def lora_scaling(lora: LoraSettings) -> float:
     return (lora.alpha if lora.alpha is not None else lora.dim) / lora.dim
 
 
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted over real tokens only, as `generate` counts them: left padding must
+    not shift the positions a model sees between sampling and scoring."""
+    return (attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+
 def count_parameters(model) -> tuple[int, int]:
     """(total, trainable) parameter counts; under ZeRO-3 uses each parameter's full size."""
     total = trainable = 0
@@ -206,4 +218,5 @@ def count_parameters(model) -> tuple[int, int]:
 
 
 def is_lora_model(model) -> bool:
-    return hasattr(model, "peft_config")
+    """A peft-wrapped model (for a ValueModel: its backbone)."""
+    return hasattr(getattr(model, "backbone", model), "peft_config")

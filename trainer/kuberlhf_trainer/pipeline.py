@@ -27,9 +27,9 @@ def user_errors() -> tuple[type[Exception], ...]:
     from .data.records import DataFormatError
     from .models import ModelLoadError
     from .steps import StaleOutputError
-    from .steps.sft import StepDataError
+    from .steps.common import StepInputError
 
-    return (ConfigError, DataFormatError, ModelLoadError, StaleOutputError, StepDataError)
+    return (ConfigError, DataFormatError, ModelLoadError, StaleOutputError, StepInputError)
 
 
 def quiet_libraries() -> None:

@@ -89,9 +89,20 @@ def stanford_shp(row: dict) -> Sample:
     return Sample(format_prompt(require_text(row, "history")), format_answer(chosen), format_answer(rejected))
 
 
+_VICUNA_TURN = re.compile(r"\s*\b(USER|ASSISTANT):\s*")
+_VICUNA_ROLES = {"USER": "Human", "ASSISTANT": "Assistant"}
+
+
 def sharegpt_vicuna(row: dict) -> Sample:
-    prompt = require_text(row, "prompt").replace("USER", "Human").replace("ASSISTANT", "Assistant")
-    return Sample(format_prompt(prompt), format_answer(require_text(row, "label")))
+    # Vicuna format: "USER: q ASSISTANT: a</s>USER: q2 ASSISTANT:", label "a2</s>". The turn
+    # markers become HH's "\n\nHuman: " / "\n\nAssistant: "; the "</s>" end markers are dropped
+    # (the tokenizer adds its own EOS).
+    prompt = require_text(row, "prompt").replace("</s>", " ")
+    prompt = _VICUNA_TURN.sub(lambda m: f"\n\n{_VICUNA_ROLES[m.group(1)]}: ", prompt)
+    answer = require_text(row, "label").replace("</s>", "")
+    if not answer.strip():
+        raise ValueError("field 'label' is empty")
+    return Sample(format_prompt(prompt), format_answer(answer))
 
 
 def instruction_response(row: dict) -> Sample:

@@ -39,13 +39,17 @@ class Sample:
 
 
 def format_prompt(question: str) -> str:
-    """Wrap a bare question as a single-turn conversation; keep an already formatted one."""
-    text = question.rstrip()
+    """Wrap a bare question as a single-turn conversation; normalise an already formatted one.
+
+    The result always starts with "\\n\\n" and ends with exactly "\\n\\nAssistant:", also for
+    DeepSpeed-Chat's space-separated style (" Human: q Assistant:").
+    """
+    text = question.strip()
     if text.endswith("Assistant:"):
-        return text if text.startswith(("\n", " ")) else "\n\n" + text
-    if text.lstrip().startswith("Human:"):
-        return "\n\n" + text.lstrip() + ASSISTANT
-    return f"{HUMAN} {text.strip()}{ASSISTANT}"
+        return "\n\n" + text[: -len("Assistant:")].rstrip() + ASSISTANT
+    if text.startswith("Human:"):
+        return "\n\n" + text + ASSISTANT
+    return f"{HUMAN} {text}{ASSISTANT}"
 
 
 def format_answer(answer: str) -> str:

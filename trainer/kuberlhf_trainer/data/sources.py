@@ -13,6 +13,7 @@ Every problem names its source: `file:line` for local JSON, `dataset [split] rec
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import random
@@ -54,7 +55,7 @@ def load_dataset_entry(entry: str, settings: DataSettings, seed: int) -> LoadedD
     if location is not None:
         train_rows, eval_rows, fingerprint = _read_local(location)
     else:
-        train_rows, eval_rows, fingerprint = _read_hub(adapter.hub_path or entry, adapter)
+        train_rows, eval_rows, fingerprint = _read_hub(adapter.hub_path if adapter else entry, adapter)
     if adapter is None:
         first = next(iter(train_rows), None)
         if first is None:
@@ -110,6 +111,8 @@ def _load_synthetic(settings: DataSettings, seed: int) -> LoadedDataset:
 
 
 def _read_local(path: Path) -> tuple[list[_Row], list[_Row], str]:
+    if not path.exists():
+        raise DataFormatError(f"dataset file or directory not found: {path}")
     if path.is_file():
         return read_json_records(path), [], _file_hash(path)
     split_files = {split: _find_split_file(path, names) for split, names in _SPLIT_FILES.items()}
@@ -157,7 +160,7 @@ def _rows_from_dataset_dict(loaded: Any, name: str, adapter: Optional[Adapter] =
 
 def read_json_records(path: Path) -> list[_Row]:
     """Records of a JSONL file (one object per line) or a JSON file holding a list of objects."""
-    raw = path.read_bytes()
+    raw = path.read_bytes().removeprefix(codecs.BOM_UTF8)  # editors on Windows write a BOM
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -172,7 +175,9 @@ def read_json_records(path: Path) -> list[_Row]:
             raise DataFormatError(f"{path}:{error.lineno}: not valid JSON: {error.msg} (column {error.colno})") from None
         return [_Row(f"{path} record {i}", r) for i, r in enumerate(records)]
     rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Split on "\n" only: str.splitlines() also splits on U+2028, U+0085 and others, which JSON
+    # strings may hold unescaped (json.dumps(..., ensure_ascii=False) writes them as they are).
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:

@@ -24,6 +24,10 @@ def make_prompt(digits: str) -> str:
     return format_prompt(f"sort {digits}")
 
 
+def is_task_prompt(prompt: str) -> bool:
+    return _PROMPT.search(prompt) is not None
+
+
 def correct_answer(digits: str) -> str:
     return "".join(sorted(digits))
 

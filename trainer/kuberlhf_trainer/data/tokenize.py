@@ -110,3 +110,9 @@ def collate_pairs(examples: list[PairExample], pad_id: int) -> dict[str, torch.T
     ids, mask = pad_right(sequences, pad_id)
     prompt_lens = torch.tensor([e.prompt_len for e in examples] * 2, dtype=torch.long)
     return {"input_ids": ids, "attention_mask": mask, "ends": mask.sum(1) - 1, "prompt_lens": prompt_lens}
+
+
+def collate_prompts(examples: list[PromptExample], pad_id: int) -> dict[str, torch.Tensor]:
+    """Prompts left-padded for generation: (B, P) ids and mask."""
+    ids, mask = pad_left([e.prompt_ids for e in examples], pad_id)
+    return {"input_ids": ids, "attention_mask": mask}

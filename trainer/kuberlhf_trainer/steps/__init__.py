@@ -30,12 +30,9 @@ class StaleOutputError(RuntimeError):
 
 
 def step_function(step: str):
-    from . import sft
+    from . import ppo, reward, sft
 
-    functions = {"sft": sft.run}
-    if step not in functions:
-        raise NotImplementedError(f"step '{step}' is not available in this version of kuberlhf")
-    return functions[step]
+    return {"sft": sft.run, "reward": reward.run, "ppo": ppo.run}[step]
 
 
 def run_step(step: str, config: RunConfig, runtime: Runtime, overwrite: bool = False) -> dict[str, Any]:

@@ -16,6 +16,11 @@ from .. import checkpoint, engine as ds
 from ..config import ModelSettings
 from ..engine import Runtime
 from ..models import apply_lora, is_lora_model
+from ..value_model import ValueModel, save_value_model
+
+
+class StepInputError(RuntimeError):
+    """A step cannot start: its data or an earlier step's output is missing."""
 
 
 def make_loader(examples: list, batch_size: int, collate: Callable, pad_id: int, runtime: Runtime, shuffle: bool, seed: int):
@@ -62,17 +67,58 @@ def make_trainable(
 
 
 def save_model(trained: TrainableModel, directory: Path, build_base: Callable, runtime: Runtime) -> None:
-    """Save the trained weights in Hugging Face layout (LoRA merged unless asked otherwise).
-    Every process must call it (ZeRO-3 gathers collectively); rank 0 writes."""
+    """Save the trained weights in Hugging Face layout, LoRA merged unless `lora.merge_on_save`
+    is off (then peft's adapter format). Every process must call it: ZeRO-3 gathers
+    collectively; rank 0 writes. `build_base` makes the bare model that merging rebuilds."""
     state = checkpoint.full_state_dict(trained.engine, trained.settings.zero_stage)
     if runtime.is_main:
         module = trained.engine.module
-        if is_lora_model(module) and trained.settings.lora.merge_on_save:
-            merged = checkpoint.merge_lora_state_dict(state, build_base, module.peft_config["default"])
-            checkpoint.save_pretrained_model(merged, directory)
+        if isinstance(module, ValueModel):
+            backbone_state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+            backbone, backbone_state = _merged(module.backbone, backbone_state, trained.settings, build_base)
+            save_value_model(backbone, state["v_head.weight"], directory, backbone_state)
         else:
-            checkpoint.save_pretrained_model(module, directory, state)
+            model, state = _merged(module, state, trained.settings, build_base)
+            checkpoint.save_pretrained_model(model, directory, state)
     runtime.barrier()
+
+
+def _merged(module, state: dict, settings: ModelSettings, build_base: Callable):
+    """(model, state to save with it): the LoRA-merged plain model when merging applies."""
+    if is_lora_model(module) and settings.lora.merge_on_save:
+        return checkpoint.merge_lora_state_dict(state, build_base, module.peft_config["default"]), None
+    return module, state
+
+
+def train_loop(engine, loader, loss_fn: Callable, settings, total_steps: int, runtime: Runtime, name: str,
+               evaluate: Optional[Callable[[], str]] = None) -> dict:
+    """The optimisation loop of steps 1 and 2: forward (`loss_fn(batch)`), backward, and a
+    DeepSpeed step that applies the update every `gradient_accumulation_steps` micro-batches.
+    Returns the mean loss per optimizer step and the throughput."""
+    progress = Progress(total_steps, name, runtime)
+    losses, window, steps = [], [], 0
+    for epoch in range(settings.num_train_epochs):
+        loader.sampler.set_epoch(epoch)
+        for batch in loader:
+            batch = to_device(batch, runtime.device)
+            loss = loss_fn(batch)
+            engine.backward(loss)
+            engine.step()
+            window.append(loss.item())
+            if not engine.is_gradient_accumulation_boundary():
+                continue
+            steps += 1
+            losses.append(sum(window) / len(window))
+            window = []
+            progress.update(int(batch["attention_mask"].sum()) * runtime.world_size, loss=losses[-1])
+            if evaluate and settings.eval_interval and steps % settings.eval_interval == 0:
+                progress.write(f"{name} step {steps}: {evaluate()}")
+            if steps >= total_steps:
+                break
+        if steps >= total_steps:
+            break
+    progress.close()
+    return {"steps": steps, "losses": losses, "tokens_per_second": progress.tokens_per_second}
 
 
 class Progress:
@@ -90,6 +136,10 @@ class Progress:
         rate = self.tokens / max(time.perf_counter() - self.started, 1e-9)
         self.bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()} | {"tok/s": f"{rate:.0f}"}, refresh=False)
         self.bar.update(1)
+
+    def write(self, message: str) -> None:
+        if not self.bar.disable:
+            self.bar.write(message)
 
     @property
     def tokens_per_second(self) -> float:

@@ -18,11 +18,7 @@ from ..data.prepare import step_examples
 from ..data.tokenize import IGNORE_INDEX, collate_sft
 from ..engine import Runtime
 from ..models import count_parameters, load_causal_lm, model_config, tokenizer_for, zero3_loading
-from .common import Progress, make_loader, make_trainable, save_model, to_device
-
-
-class StepDataError(RuntimeError):
-    """A step has no data to train on."""
+from .common import StepInputError, make_loader, make_trainable, save_model, to_device, train_loop
 
 
 def run(config: RunConfig, runtime: Runtime, out_dir: Path) -> dict:
@@ -30,7 +26,7 @@ def run(config: RunConfig, runtime: Runtime, out_dir: Path) -> dict:
     tokenizer = tokenizer_for(model_settings, "actor_model")
     data = step_examples(config, "sft", tokenizer, runtime.barrier, is_builder=runtime.local_rank == 0)
     if not data.train:
-        raise StepDataError("sft: no training examples (check data.datasets and data.data_split)")
+        raise StepInputError("sft: no training examples (check data.datasets and data.data_split)")
 
     dtype = ds.resolve_dtype(config.dtype, runtime)
     ds_config = ds.deepspeed_config(
@@ -55,9 +51,13 @@ def run(config: RunConfig, runtime: Runtime, out_dir: Path) -> dict:
     )
     engine = trained.engine
 
-    perplexity_before = evaluate_perplexity(engine, eval_loader, settings.eval_iters, runtime)
-    curve = train(engine, train_loader, settings, total_steps, eval_loader, runtime)
-    perplexity_after = evaluate_perplexity(engine, eval_loader, settings.eval_iters, runtime)
+    evaluate = lambda: evaluate_perplexity(engine, eval_loader, settings.eval_iters, runtime)  # noqa: E731
+    perplexity_before = evaluate()
+    curve = train_loop(
+        engine, train_loader, lambda batch: engine(**batch, use_cache=False).loss, settings, total_steps, runtime,
+        "sft", lambda: f"eval perplexity {evaluate():.4g}",
+    )
+    perplexity_after = evaluate()
 
     build_base = lambda: load_base_for_merge(model_settings, tokenizer)  # noqa: E731
     save_model(trained, out_dir, build_base, runtime)
@@ -73,35 +73,6 @@ def run(config: RunConfig, runtime: Runtime, out_dir: Path) -> dict:
         "tokens_per_second": curve["tokens_per_second"],
         "loss_curve": curve["losses"],
     }
-
-
-def train(engine, loader, settings, total_steps: int, eval_loader, runtime: Runtime) -> dict:
-    """The optimisation loop; returns the loss per optimizer step and the throughput."""
-    progress = Progress(total_steps, "sft", runtime)
-    losses, window, steps = [], [], 0
-    for epoch in range(settings.num_train_epochs):
-        loader.sampler.set_epoch(epoch)
-        for batch in loader:
-            batch = to_device(batch, runtime.device)
-            loss = engine(**batch, use_cache=False).loss
-            engine.backward(loss)
-            engine.step()
-            window.append(loss.item())
-            if not engine.is_gradient_accumulation_boundary():
-                continue
-            steps += 1
-            losses.append(sum(window) / len(window))
-            window = []
-            progress.update(int(batch["attention_mask"].sum()) * runtime.world_size, loss=losses[-1])
-            if settings.eval_interval and steps % settings.eval_interval == 0:
-                ppl = evaluate_perplexity(engine, eval_loader, settings.eval_iters, runtime)
-                progress.bar.write(f"sft step {steps}: eval perplexity {ppl:.4g}" if ppl else f"sft step {steps}")
-            if steps >= total_steps:
-                break
-        if steps >= total_steps:
-            break
-    progress.close()
-    return {"steps": steps, "losses": losses, "tokens_per_second": progress.tokens_per_second}
 
 
 @torch.no_grad()

@@ -1,0 +1,143 @@
+"""The PPO trainer: make experience from a batch of prompts, then learn from it.
+
+  experience = trainer.generate_experience(prompt_batch)   # sample, score, KL-shape, GAE
+  actor_loss, critic_loss = trainer.train_rlhf(experience)  # one PPO update per micro-batch
+
+The math lives in losses.py; this module only moves tensors between the models and it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+from .. import losses
+from ..config import PPOSettings
+from ..generation import Rollout, generate
+from ..models import position_ids
+from .engine import RLHFEngine
+from .experience import Experience
+
+
+@dataclass
+class TrainStats:
+    actor_loss: float = 0.0
+    critic_loss: float = 0.0
+    clip_fraction: float = 0.0
+    approx_kl: float = 0.0
+    entropy: float = 0.0
+    ptx_loss: Optional[float] = None
+    extra: dict = field(default_factory=dict)
+
+
+class PPOTrainer:
+    def __init__(self, engine: RLHFEngine, settings: PPOSettings):
+        self.engine, self.settings = engine, settings
+        self.tokenizer = engine.tokenizer
+        self.kl = losses.AdaptiveKLController(settings.kl_coef, settings.adaptive_kl.target, settings.adaptive_kl.horizon)
+        self.iteration = 0  # completed PPO updates: critic warm-up counts them
+
+    @property
+    def kl_coef(self) -> float:
+        return self.kl.coef
+
+    # -- experience ------------------------------------------------------------------------------
+
+    def generate_sequences(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, greedy: bool = False) -> Rollout:
+        return generate(
+            self.engine.actor.engine.module, prompt_ids, prompt_mask, self.settings.max_answer_seq_len,
+            self.settings.generation, self.tokenizer.eos_token_id, self.tokenizer.pad_token_id,
+            synced_gpus=self.engine.actor_zero3 and self.engine.runtime.world_size > 1, greedy=greedy,
+        )
+
+    @torch.no_grad()
+    def generate_experience(self, prompt_batch: dict) -> Experience:
+        """Sample answers for (B, P) left-padded prompts, score them and compute advantages."""
+        repeat = self.settings.samples_per_prompt
+        ids = prompt_batch["input_ids"].repeat_interleave(repeat, 0)
+        mask = prompt_batch["attention_mask"].repeat_interleave(repeat, 0)
+        rollout = self.generate_sequences(ids, mask)
+        return self.make_experience(rollout)
+
+    @torch.no_grad()
+    def make_experience(self, rollout: Rollout) -> Experience:
+        seq, attn, P, answer_mask = rollout.sequences, rollout.attention_mask, rollout.prompt_len, rollout.answer_mask
+        answer_mask = answer_mask.float()
+        logprobs = self.answer_logprobs(self.engine.actor.engine.module, seq, attn, P)
+        ref_logprobs = self.answer_logprobs(self.engine.ref, seq, attn, P)
+        values = self.engine.critic.engine.module(seq, attn)[:, P - 1 : -1].float() * answer_mask
+        raw_scores = self.score(seq, attn, P, answer_mask)
+        scores = self.shape_scores(raw_scores)
+        rewards = losses.kl_shaped_rewards(logprobs, ref_logprobs, scores, answer_mask, self.kl_coef)
+        advantages, returns = losses.gae(rewards, values, answer_mask, self.settings.gamma, self.settings.lam)
+        if self.settings.whiten_advantages:
+            advantages = losses.whiten(advantages, answer_mask)
+        return Experience(seq, attn, answer_mask, P, logprobs, ref_logprobs, values, scores, raw_scores, rewards,
+                          advantages, returns)
+
+    def score(self, seq: torch.Tensor, attn: torch.Tensor, prompt_len: int, answer_mask: torch.Tensor) -> torch.Tensor:
+        """The reward model's score at each answer's last token (its EOS, as in step 2). (B,)"""
+        last = prompt_len + answer_mask.sum(1).long() - 1
+        values = self.engine.reward(seq, attn).float()
+        return values.gather(1, last.unsqueeze(1)).squeeze(1)
+
+    def shape_scores(self, raw: torch.Tensor) -> torch.Tensor:
+        """Clip to +-clip_reward_value, then (optionally) centre within each prompt's group of answers."""
+        scores = raw.clamp(-self.settings.clip_reward_value, self.settings.clip_reward_value)
+        if self.settings.center_rewards_per_prompt:
+            groups = scores.view(-1, self.settings.samples_per_prompt)
+            scores = (groups - groups.mean(1, keepdim=True)).view(-1)
+        return scores
+
+    @staticmethod
+    def answer_logprobs(model, seq: torch.Tensor, attn: torch.Tensor, prompt_len: int, with_logits: bool = False):
+        """log pi(answer token t) for each answer position: (B, A); the logits too if asked."""
+        logits = model(input_ids=seq, attention_mask=attn, position_ids=position_ids(attn), use_cache=False).logits
+        logits = logits[:, prompt_len - 1 : -1]  # the logits that predict each answer token
+        logprobs = losses.token_logprobs(logits, seq[:, prompt_len:])
+        return (logprobs, logits) if with_logits else logprobs
+
+    # -- learning --------------------------------------------------------------------------------
+
+    def train_rlhf(self, exp: Experience, ptx_batch: Optional[dict] = None) -> TrainStats:
+        """One PPO update of actor and critic on a micro-batch of experience."""
+        stats = TrainStats(critic_loss=self._train_critic(exp))
+        if self.iteration >= self.settings.critic_warmup_iterations:
+            self._train_actor(exp, ptx_batch, stats)
+        return stats
+
+    def _train_actor(self, exp: Experience, ptx_batch: Optional[dict], stats: TrainStats) -> None:
+        actor = self.engine.actor.engine
+        logprobs, logits = self.answer_logprobs(actor, exp.sequences, exp.attention_mask, exp.prompt_len, with_logits=True)
+        policy = losses.clipped_policy_loss(logprobs, exp.logprobs, exp.advantages, exp.answer_mask, self.settings.cliprange)
+        entropy = losses.masked_mean(losses.entropy_from_logits(logits), exp.answer_mask)
+        ptx = actor(**ptx_batch, use_cache=False).loss if ptx_batch is not None else torch.zeros((), device=logits.device)
+        # InstructGPT eq. 2 as one objective: clipped policy loss, entropy bonus, pretraining loss.
+        loss = policy.loss - self.settings.entropy_coef * entropy + self.settings.ptx.coef * ptx
+        actor.backward(loss)
+        actor.step()
+        if self.engine.ema is not None and actor.is_gradient_accumulation_boundary():
+            self.engine.ema.update()
+        stats.actor_loss, stats.entropy = policy.loss.item(), entropy.item()
+        stats.clip_fraction, stats.approx_kl = policy.clip_fraction.item(), policy.approx_kl.item()
+        stats.ptx_loss = ptx.item() if ptx_batch is not None else None
+
+    def _train_critic(self, exp: Experience) -> float:
+        critic = self.engine.critic.engine
+        values = critic(exp.sequences, exp.attention_mask)[:, exp.prompt_len - 1 : -1].float()
+        loss = losses.clipped_value_loss(values, exp.values, exp.returns, exp.answer_mask, self.settings.cliprange_value)
+        critic.backward(loss)
+        critic.step()
+        return loss.item()
+
+    def end_iteration(self, observed_kl: float, num_sequences: int) -> None:
+        """After each PPO update: count it and let the adaptive KL controller move."""
+        self.iteration += 1
+        if self.settings.adaptive_kl.enabled:
+            self.kl.update(observed_kl, num_sequences)
+
+
+# DeepSpeed-Chat's names, for code written against its blog API.
+DeepSpeedPPOTrainer = PPOTrainer

@@ -1,0 +1,194 @@
+"""Step 3: RLHF with PPO (InstructGPT sec. 3.5; DeepSpeed-Chat step 3).
+
+Each iteration: sample answers for `generation_batches` prompt batches, score them (reward
+model, KL to the SFT model, critic values, GAE), then run `ppo_epochs` passes of clipped PPO
+updates over the experience in micro-batches. Held-out prompts are evaluated before, at
+`eval_interval` and after: reward, KL, answer length and, on tasks with a ground-truth scorer,
+the true task score (greedy and sampled) of the SFT, PPO and EMA actors.
+
+Output: the PPO actor in Hugging Face layout at <output_dir>/ppo/, the critic in ppo/critic/
+and the EMA actor in ppo/actor_ema/.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from ..config import RunConfig
+from ..data.prepare import step_examples, tokenizer_fingerprint
+from ..data.tokenize import collate_prompts
+from ..engine import Runtime
+from ..models import load_tokenizer
+from ..rlhf.engine import RLHFEngine
+from ..rlhf.evaluation import evaluate_policy
+from ..rlhf.experience import Experience
+from ..rlhf.trainer import PPOTrainer
+from .common import Progress, StepInputError, make_loader, save_model, to_device
+
+
+def run(config: RunConfig, runtime: Runtime, out_dir: Path) -> dict:
+    ppo = config.ppo
+    actor_dir, reward_dir = _require_checkpoint(config.ppo_actor_start, "sft"), _require_checkpoint(config.ppo_reward_start, "reward")
+    tokenizer = load_tokenizer(actor_dir, "ppo.actor_checkpoint")
+    if tokenizer_fingerprint(load_tokenizer(reward_dir, "ppo.reward_checkpoint")) != tokenizer_fingerprint(tokenizer):
+        raise StepInputError("ppo: the actor and the reward model use different tokenizers; step 3 needs one vocabulary")
+    data = step_examples(config, "ppo", tokenizer, runtime.barrier, is_builder=runtime.local_rank == 0)
+    if not data.train:
+        raise StepInputError("ppo: no prompts (check data.datasets, data.data_split and ppo.max_prompt_seq_len)")
+
+    loader = make_loader(data.train, ppo.per_device_generation_batch_size, collate_prompts, tokenizer.pad_token_id,
+                         runtime, True, config.seed)
+    iterations = _iterations(len(loader), ppo)
+    sequences = ppo.per_device_generation_batch_size * ppo.generation_batches * ppo.samples_per_prompt
+    updates = iterations * ppo.ppo_epochs * math.ceil(sequences / ppo.per_device_training_batch_size)
+    torch.manual_seed(config.seed)
+    engine = RLHFEngine(actor_dir, reward_dir, tokenizer, updates // ppo.gradient_accumulation_steps, config, runtime)
+    trainer = PPOTrainer(engine, ppo)
+    eval_prompts = data.eval[: ppo.eval_prompts] or data.train[: ppo.eval_prompts]
+    evaluate = lambda: evaluate_policy(trainer, eval_prompts, runtime)  # noqa: E731
+
+    before = evaluate()
+    history, timings = train(trainer, loader, iterations, runtime, evaluate)
+    after = evaluate()
+    after_ema = None
+    if engine.ema is not None:
+        with engine.ema.applied():
+            after_ema = evaluate()
+
+    _save(engine, out_dir, tokenizer, runtime)
+    return _summary(before, after, after_ema, history, timings, len(data.train), data.skipped, len(eval_prompts))
+
+
+def _require_checkpoint(path: str, step: str) -> str:
+    if not (Path(path) / "config.json").exists():
+        raise StepInputError(f"ppo: no checkpoint at {path} (run step {step} first, or set ppo.actor_checkpoint / ppo.reward_checkpoint)")
+    return path
+
+
+def _iterations(prompt_batches: int, ppo) -> int:
+    total = ppo.num_train_epochs * max(prompt_batches // ppo.generation_batches, 1)
+    return min(total, ppo.max_steps) if ppo.max_steps else total
+
+
+def train(trainer: PPOTrainer, loader, iterations: int, runtime: Runtime, evaluate) -> tuple[list[dict], dict]:
+    """The PPO loop; returns one record of figures per iteration and the time per phase."""
+    settings = trainer.settings
+    progress = Progress(iterations, "ppo", runtime)
+    timings = {"generation": 0.0, "experience": 0.0, "training": 0.0}
+    history, buffer = [], []
+    batches = _endless(loader)
+    while len(history) < iterations:
+        batch = to_device(next(batches), runtime.device)
+        with _timed(timings, "generation"):
+            rollout = trainer.generate_sequences(*_repeat(batch, settings.samples_per_prompt))
+        with _timed(timings, "experience"):
+            buffer.append(trainer.make_experience(rollout))
+        if len(buffer) < settings.generation_batches:
+            continue
+        experience, buffer = Experience.concat(buffer), []
+        with _timed(timings, "training"):
+            stats = _update(trainer, experience)
+        record = _iteration_record(experience, stats, trainer)
+        trainer.end_iteration(record["kl"], len(experience))
+        history.append(record)
+        progress.update(int(experience.attention_mask.sum()) * runtime.world_size,
+                        reward=record["reward_mean"], kl=record["kl"])
+        if settings.eval_interval and len(history) % settings.eval_interval == 0:
+            figures = evaluate()
+            record["eval"] = figures
+            progress.write(f"ppo iteration {len(history)}: eval reward {figures['reward']:.4g}")
+    progress.close()
+    return history, timings
+
+
+def _update(trainer: PPOTrainer, experience: Experience) -> list:
+    """ppo_epochs passes over the experience in shuffled micro-batches."""
+    settings, stats = trainer.settings, []
+    for _ in range(settings.ppo_epochs):
+        order = torch.randperm(len(experience))
+        shuffled = _reorder(experience, order).split(settings.per_device_training_batch_size)
+        stats += [trainer.train_rlhf(micro) for micro in shuffled]
+    return stats
+
+
+def _reorder(exp: Experience, order: torch.Tensor) -> Experience:
+    values = {k: (v[order] if isinstance(v, torch.Tensor) else v) for k, v in vars(exp).items()}
+    return Experience(**values)
+
+
+def _iteration_record(exp: Experience, stats: list, trainer: PPOTrainer) -> dict:
+    mean = lambda name: sum(getattr(s, name) for s in stats) / len(stats)  # noqa: E731
+    kl = ((exp.logprobs - exp.ref_logprobs) * exp.answer_mask).sum(1)
+    return {
+        "reward_mean": exp.raw_scores.mean().item(),
+        "reward_std": exp.raw_scores.std().item() if len(exp) > 1 else 0.0,
+        "kl": kl.mean().item(),
+        "kl_coef": trainer.kl_coef,
+        "response_length": exp.answer_mask.sum(1).mean().item(),
+        "actor_loss": mean("actor_loss"),
+        "critic_loss": mean("critic_loss"),
+        "clip_fraction": mean("clip_fraction"),
+        "entropy": mean("entropy"),
+    }
+
+
+def _repeat(batch: dict, times: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return batch["input_ids"].repeat_interleave(times, 0), batch["attention_mask"].repeat_interleave(times, 0)
+
+
+def _endless(loader):
+    epoch = 0
+    while True:
+        loader.sampler.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+@contextlib.contextmanager
+def _timed(timings: dict, phase: str):
+    started = time.perf_counter()
+    yield
+    timings[phase] += time.perf_counter() - started
+
+
+def _save(engine: RLHFEngine, out_dir: Path, tokenizer, runtime: Runtime) -> None:
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    actor_base = lambda: AutoModelForCausalLM.from_config(engine.actor.engine.module.config)  # noqa: E731
+    critic_base = lambda: AutoModel.from_config(engine.critic.engine.module.config)  # noqa: E731
+    save_model(engine.actor, out_dir, actor_base, runtime)
+    save_model(engine.critic, out_dir / "critic", critic_base, runtime)
+    targets = [out_dir, out_dir / "critic"]
+    if engine.ema is not None:
+        with engine.ema.applied():
+            save_model(engine.actor, out_dir / "actor_ema", actor_base, runtime)
+        targets.append(out_dir / "actor_ema")
+    if runtime.is_main:
+        for target in targets:
+            tokenizer.save_pretrained(target)
+
+
+def _summary(before, after, after_ema, history, timings, num_prompts, skipped, num_eval) -> dict:
+    summary = {
+        "reward_before": before["reward"],
+        "reward_after": after["reward"],
+        "kl": after["kl"],
+        "response_length": after["response_length"],
+        "iterations": len(history),
+        "train_prompts": num_prompts,
+        "skipped_prompts": skipped,
+        "eval_prompts": num_eval,
+        "time_breakdown_seconds": {k: round(v, 2) for k, v in timings.items()},
+    }
+    for name, figures in (("sft", before), ("ppo", after), ("ema", after_ema)):
+        if figures is not None:
+            summary[f"task_score_{name}"] = figures["task_score"]
+            summary[f"task_score_{name}_sampled"] = figures["task_score_sampled"]
+            summary[f"reward_{name}_greedy"] = figures["reward_greedy"]
+    summary["history"] = history
+    return summary
