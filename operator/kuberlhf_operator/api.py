@@ -296,6 +296,10 @@ class StageStatus(_Model):
     attempt: int = Field(0, ge=0, description="Number of the current attempt; the child's name ends with it. "
                                                "It keeps counting across retries and restarts.")
     failed_attempts: int = Field(0, ge=0, description="Attempts that failed since the stage last started afresh.")
+    rerun: bool = Field(
+        False, description="The stage was restarted on request: its child passes --overwrite, so the trainer "
+        "replaces the earlier result instead of reusing it."
+    )
     child_ref: Optional[ChildRef] = Field(None, description="The current attempt's child job.")
     start_time: Optional[str] = Field(None, description="When the stage first started.", json_schema_extra=DATE_TIME)
     completion_time: Optional[str] = Field(None, description="When the stage succeeded or failed.",

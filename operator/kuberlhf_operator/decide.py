@@ -37,6 +37,7 @@ from .summary import summarize
 class CreateChild:
     stage: str
     attempt: int
+    overwrite: bool = False  # a restarted stage replaces its earlier result
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,13 @@ def decide(job: Job, children: Sequence[Child], now: str) -> Decision:
     summarize(job, status, now)
     decision.events += transition_events(job, job.status, status)
     return decision
+
+
+def failures_to_explain(job: Job, children: Sequence[Child]) -> list[Child]:
+    """Failed children this pass will judge: the caller looks up why (their pods) first."""
+    current = {(s.name, s.attempt) for s in job.status.stages if s.state in ACTIVE_STATES}
+    return [c for c in children if c.state == "Failed" and (c.stage, c.attempt) in current
+            and c.owner_uid == job.uid]
 
 
 def attempt_creation_failed(job: Job, status: RLHFJobStatus, stage_name: str, reason: str, message: str,
@@ -139,6 +147,7 @@ def _handle_restart(job: Job, status: RLHFJobStatus, by_stage: dict[str, Attempt
 def _reset(stage: StageStatus, message: str) -> None:
     """Back to Pending; the attempt number stays, so the next child gets a new name."""
     stage.state = "Pending"
+    stage.rerun = True
     stage.failed_attempts = 0
     stage.child_ref = None
     stage.start_time = stage.completion_time = None
@@ -162,7 +171,12 @@ def _observe(job: Job, stage: StageStatus, attempts: Attempts, now: str) -> None
         stage.state, stage.completion_time = "Succeeded", now
         stage.reason, stage.message = child.reason, f"{child.kind} {child.name} succeeded"
     elif child.state == "Failed":
-        _attempt_failed(job, stage, child.reason or "Failed", child.message, now)
+        detail = child.failure
+        if detail is None:
+            _attempt_failed(job, stage, child.reason or "Failed", child.message, now)
+        else:  # the trainer's own words, from the pod: e.g. which config field is wrong
+            _attempt_failed(job, stage, detail.reason, detail.message or child.message, now,
+                            permanent=not detail.retryable)
     elif child.state == "Suspended":
         # Kueue holds a job it has not admitted; we never suspend a child Kueue manages.
         stage.state = "Queued" if child.kueue_managed else "Suspended"
@@ -172,12 +186,16 @@ def _observe(job: Job, stage: StageStatus, attempts: Attempts, now: str) -> None
         stage.reason, stage.message = child.reason, child.message
 
 
-def _attempt_failed(job: Job, stage: StageStatus, reason: str, message: str, now: str) -> None:
+def _attempt_failed(job: Job, stage: StageStatus, reason: str, message: str, now: str,
+                    permanent: bool = False) -> None:
     stage.failed_attempts += 1
     limit = job.spec.stages.of(stage.name).retry_limit
     failed = f"attempt {stage.attempt} failed: {reason}: {message}".rstrip(": ")
     stage.reason = reason
-    if stage.failed_attempts <= limit:
+    if permanent:
+        stage.state, stage.completion_time = "Failed", now
+        stage.message = f"{failed}; not retried: the trainer reported bad input"
+    elif stage.failed_attempts <= limit:
         stage.attempt += 1
         stage.state = "Starting"
         stage.child_ref = None
@@ -214,7 +232,7 @@ def _request_children(job: Job, status: RLHFJobStatus, by_stage: dict[str, Attem
         return
     for stage in _selected(job, status):
         if stage.state == "Starting" and stage.attempt not in by_stage.get(stage.name, {}):
-            decision.actions.append(CreateChild(stage.name, stage.attempt))
+            decision.actions.append(CreateChild(stage.name, stage.attempt, overwrite=stage.rerun))
             api_version, kind, _ = CHILD_KINDS[job.spec.launcher]
             stage.child_ref = ChildRef(api_version=api_version, kind=kind, name=_name(job, stage))
 

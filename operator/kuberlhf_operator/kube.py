@@ -15,7 +15,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from .names import CHILD_KINDS, GROUP, KUBEFLOW_GROUP, PLURAL, VERSION, job_labels
-from .observe import controller_uid
+from .observe import KUBEFLOW_JOB_NAME_LABEL, FailureDetail, controller_uid, pod_failure
 
 log = logging.getLogger(__name__)
 CONFLICT, NOT_FOUND = 409, 404
@@ -82,6 +82,11 @@ class Kube:
             return serialize(self.core.read_namespaced_persistent_volume_claim(name, namespace))
         version, plural = _plural(kind)
         return self.custom.get_namespaced_custom_object(KUBEFLOW_GROUP, version, namespace, plural, name)
+
+    def failure_detail(self, namespace: str, child: str) -> FailureDetail | None:
+        """Why a failed child's pods failed, or None where no pod says (e.g. deleted already)."""
+        pods = self.core.list_namespaced_pod(namespace, label_selector=f"{KUBEFLOW_JOB_NAME_LABEL}={child}").items
+        return pod_failure([self.core.api_client.sanitize_for_serialization(p) for p in pods])
 
     # -- changing ------------------------------------------------------------------------
 

@@ -10,12 +10,34 @@ changes any more.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, Sequence
 
 from .names import KUEUE_QUEUE_LABEL, LABEL_ATTEMPT, LABEL_STAGE
 
 ChildState = Literal["Starting", "Running", "Suspended", "Succeeded", "Failed"]
+
+TRAINER_INPUT_ERROR = 2
+"""The trainer's exit code for bad input (config, data, stale outputs): retrying cannot help."""
+KUBEFLOW_JOB_NAME_LABEL = "training.kubeflow.org/job-name"
+KUBEFLOW_REPLICA_LABEL = "training.kubeflow.org/replica-type"
+
+
+@dataclass(frozen=True)
+class FailureDetail:
+    """Why a child's pod failed, from its container's termination state.
+
+    The trainer writes one JSON line to its termination log (path in env KUBERLHF_TERMINATION_LOG):
+    {"reason": "InvalidConfig", "message": "sft.learning_rate: ...", "retryable": false}. Without
+    it, the message is the tail of the container's log (terminationMessagePolicy
+    FallbackToLogsOnError), and exit code 2 still marks bad input (torchrun itself exits 1, which
+    is why the JSON line is the reliable signal)."""
+
+    exit_code: int
+    reason: str
+    message: str
+    retryable: bool
 
 # Checked in this order: a terminal condition wins over a stale Running or Suspended entry.
 _PRECEDENCE: tuple[tuple[str, ChildState], ...] = (
@@ -44,6 +66,7 @@ class Child:
     suspend_requested: bool
     kueue_managed: bool
     deleting: bool
+    failure: FailureDetail | None = None
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> "Child":
@@ -90,3 +113,27 @@ def _int(value: Any) -> int:
         return int(value)
     except (TypeError, ValueError):
         return 0
+
+
+def pod_failure(pods: Sequence[Mapping[str, Any]]) -> FailureDetail | None:
+    """The first failed container of a child's pods, the master or launcher looked at first."""
+    first = sorted(pods, key=lambda p: (p.get("metadata", {}).get("labels") or {}).get(KUBEFLOW_REPLICA_LABEL, "")
+                   not in ("master", "launcher"))
+    for pod in first:
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            terminated = (status.get("state") or {}).get("terminated") or {}
+            code = terminated.get("exitCode")
+            if code:
+                return _detail(int(code), terminated.get("reason") or "Error", (terminated.get("message") or "").strip())
+    return None
+
+
+def _detail(code: int, reason: str, text: str) -> FailureDetail:
+    try:
+        report = json.loads(text.splitlines()[-1]) if text else None
+    except ValueError:
+        report = None
+    if isinstance(report, dict) and "message" in report:
+        return FailureDetail(code, str(report.get("reason") or reason), str(report["message"]),
+                             bool(report.get("retryable", code != TRAINER_INPUT_ERROR)))
+    return FailureDetail(code, reason, text, code != TRAINER_INPUT_ERROR)

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -20,7 +21,8 @@ from kubernetes.client.exceptions import ApiException
 from . import metrics
 from .api import RLHFJobStatus
 from .builders import build_child, build_config_map, build_pvc, claim_for
-from .decide import CreateChild, Decision, DeleteChild, SuspendChild, attempt_creation_failed, decide
+from .decide import (CreateChild, Decision, DeleteChild, SuspendChild, attempt_creation_failed, decide,
+                     failures_to_explain)
 from .events import Event, stage_transitions
 from .job import Job
 from .kube import ForeignObject, Kube
@@ -56,7 +58,7 @@ class Reconciler:
         uid = body["metadata"]["uid"]
         with self._serialized(uid), self._measured(trigger):
             job = Job.from_body(body)
-            decision = decide(job, children, self.clock())
+            decision = decide(job, self._explained(job, children), self.clock())
             resource_version = body["metadata"]["resourceVersion"]
             if decision.status != job.status:
                 resource_version = self.kube.patch_status(
@@ -67,6 +69,12 @@ class Reconciler:
                 self._record(job, job.status, decision)
             self.phases.set(uid, decision.status.phase)
             self._act(job, decision, body, resource_version)
+
+    def _explained(self, job: Job, children: Sequence[Child]) -> list[Child]:
+        """Children, with the failed ones about to be judged carrying their pods' reason."""
+        failed = {c.name for c in failures_to_explain(job, children)}
+        return [replace(c, failure=self.kube.failure_detail(job.namespace, c.name)) if c.name in failed else c
+                for c in children]
 
     def forget(self, uid: str) -> None:
         self.phases.set(uid, None)
@@ -100,7 +108,8 @@ class Reconciler:
                 self.kube.create(pvc)
             config_map = build_config_map(job)
             self.kube.create(config_map)
-            child = build_child(job, action.stage, action.attempt, config_map["metadata"]["name"], claim_for(job))
+            child = build_child(job, action.stage, action.attempt, config_map["metadata"]["name"], claim_for(job),
+                                action.overwrite)
             if self.kube.create(child):
                 metrics.CHILDREN_CREATED.labels(kind=child["kind"]).inc()
                 log.info("Created %s %s/%s", child["kind"], job.namespace, child["metadata"]["name"])

@@ -44,11 +44,12 @@ def child_metadata(job: Job, stage: str, attempt: int) -> dict[str, Any]:
     return {"name": name, "namespace": job.namespace, "labels": labels, "ownerReferences": [job.owner_reference]}
 
 
-def build_pytorchjob(job: Job, stage: str, attempt: int, config_map: str, claim: str) -> dict[str, Any]:
+def build_pytorchjob(job: Job, stage: str, attempt: int, config_map: str, claim: str,
+                     overwrite: bool = False) -> dict[str, Any]:
     spec = job.spec.stages.of(stage)
     procs = spec.processes
     command = ["torchrun", f"--nnodes={spec.nodes}", f"--nproc-per-node={procs}",
-               "-m", "kuberlhf_trainer", *pod.trainer_args(job, stage)]
+               "-m", "kuberlhf_trainer", *pod.trainer_args(job, stage, overwrite)]
     trainer = pod.container(job, "pytorch", command, resources_=pod.resources(spec, spec.gpus_per_node),
                             training=True)
     template = pod.pod_template(job, stage, attempt, [trainer], pod.volumes(job, spec, config_map, claim))
@@ -64,7 +65,7 @@ def build_pytorchjob(job: Job, stage: str, attempt: int, config_map: str, claim:
     }
 
 
-def deepspeed_command(job: Job, stage: str, name: str) -> list[str]:
+def deepspeed_command(job: Job, stage: str, name: str, overwrite: bool) -> list[str]:
     forwarded = [e["name"] for e in pod.trainer_env(job)]
     return [
         "deepspeed",
@@ -78,14 +79,15 @@ def deepspeed_command(job: Job, stage: str, name: str) -> list[str]:
         "--launcher_args=" + " ".join(f"-x {var}" for var in forwarded),
         "--module",
         "kuberlhf_trainer",
-        *pod.trainer_args(job, stage),
+        *pod.trainer_args(job, stage, overwrite),
     ]
 
 
-def build_mpijob(job: Job, stage: str, attempt: int, config_map: str, claim: str) -> dict[str, Any]:
+def build_mpijob(job: Job, stage: str, attempt: int, config_map: str, claim: str,
+                 overwrite: bool = False) -> dict[str, Any]:
     spec = job.spec.stages.of(stage)
     metadata = child_metadata(job, stage, attempt)
-    launcher = pod.container(job, "launcher", deepspeed_command(job, stage, metadata["name"]),
+    launcher = pod.container(job, "launcher", deepspeed_command(job, stage, metadata["name"], overwrite),
                              resources_={}, training=False)
     worker = pod.container(job, "worker", list(job.spec.mpi.sshd_command),
                            resources_=pod.resources(spec, spec.gpus_per_node), training=True)
@@ -112,7 +114,8 @@ def build_mpijob(job: Job, stage: str, attempt: int, config_map: str, claim: str
     }
 
 
-def build_child(job: Job, stage: str, attempt: int, config_map: str, claim: str) -> dict[str, Any]:
+def build_child(job: Job, stage: str, attempt: int, config_map: str, claim: str,
+                overwrite: bool = False) -> dict[str, Any]:
     """The child job for one stage attempt, of the kind spec.launcher names."""
     build = build_mpijob if job.spec.launcher == "mpijob" else build_pytorchjob
-    return build(job, stage, attempt, config_map, claim)
+    return build(job, stage, attempt, config_map, claim, overwrite)

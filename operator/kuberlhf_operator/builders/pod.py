@@ -26,11 +26,18 @@ GPU_RESOURCE = "nvidia.com/gpu"
 METRICS_PORT_NAME = "metrics"
 
 
-def trainer_args(job: Job, stage: str) -> list[str]:
-    """Arguments of `kuberlhf step` (also `python -m kuberlhf_trainer step`) for one stage."""
+TERMINATION_LOG = "/dev/termination-log"
+
+
+def trainer_args(job: Job, stage: str, overwrite: bool) -> list[str]:
+    """Arguments of `kuberlhf step` (also `python -m kuberlhf_trainer step`) for one stage.
+    Without --overwrite the trainer reuses a result it finds for the same config (a re-created
+    job resumes); a restarted stage passes it to train again."""
     args = ["step", stage, "--config", CONFIG_FILE, "--output_dir", job.output_dir]
     if job.spec.metrics_port:
         args += ["--metrics_port", str(job.spec.metrics_port)]
+    if overwrite:
+        args.append("--overwrite")
     return args
 
 
@@ -39,6 +46,8 @@ def trainer_env(job: Job) -> list[dict[str, Any]]:
     mount = job.spec.storage.mount_path.rstrip("/")
     env: list[dict[str, Any]] = [
         {"name": "PYTHONUNBUFFERED", "value": "1"},
+        # Where the trainer writes why it failed; the operator shows it (see observe.FailureDetail).
+        {"name": "KUBERLHF_TERMINATION_LOG", "value": TERMINATION_LOG},
         # One download cache per claim, shared by every stage and job that uses it.
         {"name": "HF_HOME", "value": f"{mount}/.cache/huggingface"},
     ]
@@ -73,6 +82,9 @@ def container(
         "command": command,
         "env": trainer_env(job),
         "resources": resources_,
+        "terminationMessagePath": TERMINATION_LOG,
+        # No report written (a crash): the log's tail becomes the message instead.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]},

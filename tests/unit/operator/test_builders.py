@@ -43,7 +43,18 @@ def test_pytorchjob_runs_torchrun_over_the_trainer_step():
         "--metrics_port", "9400",
     ]
     assert container["ports"] == [{"name": "metrics", "containerPort": 9400, "protocol": "TCP"}]
+    # The trainer's failure report (or the log's tail) reaches the operator through the pod.
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["KUBERLHF_TERMINATION_LOG"] == container["terminationMessagePath"] == "/dev/termination-log"
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 8
+
+
+def test_a_restarted_stage_asks_the_trainer_to_overwrite():
+    command = _pod(build_pytorchjob(make_job(), "sft", 2, "cfg", "claim", overwrite=True), "Master")
+    assert command["containers"][0]["command"][-1] == "--overwrite"
+    launcher = _pod(build_child(make_job(spec={"launcher": "mpijob"}), "sft", 2, "cfg", "claim", True), "Launcher")
+    assert launcher["containers"][0]["command"][-1] == "--overwrite"
 
 
 def test_single_node_stage_has_no_workers():

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from kuberlhf_operator.decide import CreateChild, DeleteChild, SuspendChild, attempt_creation_failed, decide
+from dataclasses import replace
+
+from kuberlhf_operator.decide import (CreateChild, DeleteChild, SuspendChild, attempt_creation_failed, decide,
+                                     failures_to_explain)
 from kuberlhf_operator.job import Job
 from kuberlhf_operator.names import RESTART_ANNOTATION
-from kuberlhf_operator.observe import child_state
+from kuberlhf_operator.observe import FailureDetail, child_state, pod_failure
 from rlhfjob_factories import NOW, child, job_body, make_job
 
 LATER = "2026-01-01T01:00:00Z"
@@ -108,6 +111,26 @@ def test_retries_exhausted_fail_the_job_with_the_childs_reason():
     assert decision.actions == [] and decision.events == []  # a failed job stays put
 
 
+def test_bad_input_reported_by_the_trainer_fails_at_once_with_its_message():
+    _, job = run(make_job(spec={"stages": {"sft": {"retryLimit": 3}}}))
+    report = FailureDetail(1, "InvalidConfig", "sft.learning_rate: Input should be greater than 0", retryable=False)
+    failed = replace(child("sft", state="Failed", reason="PyTorchJobFailed"), failure=report)
+    assert failures_to_explain(job, [failed]) == [failed]
+    decision, job = run(job, [failed])
+    assert decision.actions == [] and job.status.phase == "Failed"
+    assert "sft.learning_rate: Input should be greater than 0" in job.status.message
+    assert job.status.stage_status("sft").reason == "InvalidConfig"
+
+
+def test_a_crash_reported_by_the_pod_is_retried_with_the_log_tail_shown():
+    _, job = run(make_job())
+    crash = FailureDetail(137, "OOMKilled", "", retryable=True)
+    failed = replace(child("sft", state="Failed", message="PyTorchJob demo-sft-1 is failed."), failure=crash)
+    decision, job = run(job, [failed])
+    assert decision.actions == [CreateChild("sft", 2)]
+    assert "OOMKilled" in job.status.stage_status("sft").message
+
+
 def test_a_deleted_running_child_counts_as_a_failed_attempt():
     _, job = run(make_job())
     _, job = run(job, [child("sft", state="Running")])
@@ -159,11 +182,15 @@ def test_restart_from_a_stage_reruns_it_and_what_follows():
     asked = Job.from_body(job_body(status=job.status.model_dump(by_alias=True),
                                    annotations={RESTART_ANNOTATION: "reward"}))
     decision, job = run(asked, done)
-    assert decision.actions == [CreateChild("reward", 2)]
+    # The trainer would reuse its result for an unchanged config: a restart asks it to train again.
+    assert decision.actions == [CreateChild("reward", 2, overwrite=True)]
     assert states(job) == {"sft": "Succeeded", "reward": "Starting", "ppo": "Pending"}
     assert job.status.restart_request == "reward" and job.status.phase == "Running"
-    decision, _ = run(job, done)  # the same request is not acted on twice
-    assert decision.actions == [CreateChild("reward", 2)]
+    decision, job = run(job, done)  # the same request is not acted on twice
+    assert decision.actions == [CreateChild("reward", 2, overwrite=True)]
+    rerun = [*done, child("reward", 2, state="Succeeded")]
+    decision, job = run(job, rerun)
+    assert decision.actions == [CreateChild("ppo", 2, overwrite=True)]
 
 
 def test_restart_while_running_deletes_the_running_child():
@@ -172,7 +199,7 @@ def test_restart_while_running_deletes_the_running_child():
     asked = Job.from_body(job_body(status=job.status.model_dump(by_alias=True),
                                    annotations={RESTART_ANNOTATION: "sft@again"}))
     decision, job = run(asked, [child("sft", state="Running")])
-    assert decision.actions == [DeleteChild("PyTorchJob", "demo-sft-1"), CreateChild("sft", 2)]
+    assert decision.actions == [DeleteChild("PyTorchJob", "demo-sft-1"), CreateChild("sft", 2, overwrite=True)]
 
 
 def test_restart_naming_no_stage_is_ignored_with_a_warning():
@@ -227,3 +254,23 @@ def test_terminal_conditions_win_over_stale_running_entries():
     assert child_state([{"type": "Created", "status": "True"}])[0] == "Starting"
     assert child_state([{"type": "Restarting", "status": "True"}])[0] == "Running"
     assert child_state([{"type": "Suspended", "status": "True"}, {"type": "Running", "status": "False"}])[0] == "Suspended"
+
+
+def _pod(role: str, code: int, message: str = "", reason: str = "Error") -> dict:
+    return {"metadata": {"labels": {"training.kubeflow.org/replica-type": role}},
+            "status": {"containerStatuses": [{"state": {"terminated": {
+                "exitCode": code, "reason": reason, "message": message}}}]}}
+
+
+def test_pod_failure_reads_the_trainers_report_from_the_master_first():
+    report = '{"reason": "InvalidConfig", "message": "ppo.kl_coef: must be >= 0", "retryable": false}'
+    pods = [_pod("worker", 137, reason="OOMKilled"), _pod("master", 1, "torchrun noise\n" + report)]
+    detail = pod_failure(pods)
+    assert detail == FailureDetail(1, "InvalidConfig", "ppo.kl_coef: must be >= 0", False)
+
+
+def test_pod_failure_without_a_report_keeps_the_log_tail_and_treats_exit_2_as_bad_input():
+    assert pod_failure([_pod("master", 2, "kuberlhf: config file not found")]) == FailureDetail(
+        2, "Error", "kuberlhf: config file not found", False)
+    assert pod_failure([_pod("master", 1, "Traceback ...")]).retryable is True
+    assert pod_failure([{"status": {"containerStatuses": [{"state": {"running": {}}}]}}]) is None
