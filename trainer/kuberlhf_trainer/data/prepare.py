@@ -26,7 +26,7 @@ from .split import StepData, split_steps
 from .tokenize import PairExample, PromptExample, SFTExample, encode_pair, encode_prompt, encode_sft
 
 log = logging.getLogger(__name__)
-CACHE_FORMAT = 1  # bump when the tokenized layout changes
+CACHE_FORMAT = 2  # bump when the tokenized layout changes or adapters read records differently
 _EXAMPLE_TYPES = {"sft": SFTExample, "reward": PairExample, "ppo": PromptExample}
 
 
