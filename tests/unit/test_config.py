@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import jsonschema
 import pytest
@@ -124,7 +125,7 @@ def test_every_bad_field_is_reported_at_once():
 def test_the_source_file_is_named(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("sft:\n  learning_rate: -1\n")
-    with pytest.raises(ConfigError, match=rf"in {path}"):
+    with pytest.raises(ConfigError, match=re.escape(f"in {path}:")):
         load_config(path)
 
 
@@ -204,7 +205,7 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path):
 def test_bad_indentation_names_its_line(tmp_path):
     path = tmp_path / "indent.yaml"
     path.write_text("seed: 1\nsft:\n  learning_rate: 1\n   mask_prompt_loss: true\n")
-    with pytest.raises(ConfigError, match=rf"^{path}:4: not valid YAML"):
+    with pytest.raises(ConfigError, match="^" + re.escape(f"{path}:4: not valid YAML")):
         read_yaml(path)
 
 
