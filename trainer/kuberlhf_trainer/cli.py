@@ -44,25 +44,27 @@ def resolve_config(args: argparse.Namespace, allow_embedded: bool) -> tuple[RunC
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kuberlhf", description="RLHF (SFT -> reward model -> PPO) on DeepSpeed.")
+    parser = argparse.ArgumentParser(
+        prog="kuberlhf", description="RLHF (SFT -> reward model -> PPO) on DeepSpeed.", allow_abbrev=False
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser(
-        "train", help="run steps 1 -> 2 -> 3", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "train", allow_abbrev=False, help="run steps 1 -> 2 -> 3", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         usage="kuberlhf train [--config FILE] [--step 1 2 3] [--overwrite] [flags]",
     )
     train.add_argument("--overwrite", action="store_true", help="replace step outputs made with another configuration")
     add_config_flags(train)
 
     step = commands.add_parser(
-        "step", help="run one step in the current process group (what torchrun and pods run)",
+        "step", allow_abbrev=False, help="run one step in the current process group (what torchrun and pods run)",
         usage="kuberlhf step {sft,reward,ppo} [--config FILE] [--overwrite] [flags]",
     )
     step.add_argument("name", choices=["sft", "reward", "ppo"], help="the step to run")
     step.add_argument("--overwrite", action="store_true", help="replace step outputs made with another configuration")
     add_config_flags(step, dschat=False)
 
-    show = commands.add_parser("config", help="print the resolved configuration or its JSON schema")
+    show = commands.add_parser("config", allow_abbrev=False, help="print the resolved configuration or its JSON schema")
     show.add_argument("--schema", action="store_true", help="print the JSON schema of the configuration")
     add_config_flags(show)
     return parser

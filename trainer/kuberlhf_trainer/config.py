@@ -209,6 +209,11 @@ class RewardSettings(_TrainingLoop):
         description="'end': pairwise ranking loss on the score at the end of each answer (InstructGPT). "
         "'tokenwise': DeepSpeed-Chat's loss over every token of the divergent span.",
     )
+    init_from_sft: bool = Field(
+        False,
+        description="Start the reward model's backbone from the step-1 checkpoint, as InstructGPT does, instead of "
+        "reward_model.name_or_path (whose other settings still apply).",
+    )
     policy_samples: int = Field(
         0,
         ge=0,

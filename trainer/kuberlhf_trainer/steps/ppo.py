@@ -21,6 +21,7 @@ import torch
 
 from ..config import RunConfig
 from ..data.prepare import step_examples, tokenizer_fingerprint
+from ..data.pretraining import collate_blocks, load_texts, text_blocks
 from ..data.tokenize import collate_prompts
 from ..engine import Runtime
 from ..models import load_tokenizer
@@ -52,8 +53,9 @@ def run(config: RunConfig, runtime: Runtime, out_dir: Path) -> dict:
     eval_prompts = data.eval[: ppo.eval_prompts] or data.train[: ppo.eval_prompts]
     evaluate = lambda: evaluate_policy(trainer, eval_prompts, runtime)  # noqa: E731
 
+    ptx = _ptx_batches(config, tokenizer, runtime)
     before = evaluate()
-    history, timings = train(trainer, loader, iterations, runtime, evaluate)
+    history, timings = train(trainer, loader, iterations, runtime, evaluate, ptx)
     after = evaluate()
     after_ema = None
     if engine.ema is not None:
@@ -75,8 +77,9 @@ def _iterations(prompt_batches: int, ppo) -> int:
     return min(total, ppo.max_steps) if ppo.max_steps else total
 
 
-def train(trainer: PPOTrainer, loader, iterations: int, runtime: Runtime, evaluate) -> tuple[list[dict], dict]:
-    """The PPO loop; returns one record of figures per iteration and the time per phase."""
+def train(trainer: PPOTrainer, loader, iterations: int, runtime: Runtime, evaluate, ptx=None) -> tuple[list[dict], dict]:
+    """The PPO loop; returns one record of figures per iteration and the time per phase.
+    `ptx` yields pretraining batches (one per PPO micro-batch) when the ptx objective is on."""
     settings = trainer.settings
     progress = Progress(iterations, "ppo", runtime)
     timings = {"generation": 0.0, "experience": 0.0, "training": 0.0}
@@ -92,7 +95,7 @@ def train(trainer: PPOTrainer, loader, iterations: int, runtime: Runtime, evalua
             continue
         experience, buffer = Experience.concat(buffer), []
         with _timed(timings, "training"):
-            stats = _update(trainer, experience)
+            stats = _update(trainer, experience, ptx, runtime)
         record = _iteration_record(experience, stats, trainer)
         trainer.end_iteration(record["kl"], len(experience))
         history.append(record)
@@ -106,14 +109,27 @@ def train(trainer: PPOTrainer, loader, iterations: int, runtime: Runtime, evalua
     return history, timings
 
 
-def _update(trainer: PPOTrainer, experience: Experience) -> list:
+def _update(trainer: PPOTrainer, experience: Experience, ptx, runtime: Runtime) -> list:
     """ppo_epochs passes over the experience in shuffled micro-batches."""
     settings, stats = trainer.settings, []
     for _ in range(settings.ppo_epochs):
         order = torch.randperm(len(experience))
-        shuffled = _reorder(experience, order).split(settings.per_device_training_batch_size)
-        stats += [trainer.train_rlhf(micro) for micro in shuffled]
+        for micro in _reorder(experience, order).split(settings.per_device_training_batch_size):
+            ptx_batch = to_device(next(ptx), runtime.device) if ptx is not None else None
+            stats.append(trainer.train_rlhf(micro, ptx_batch))
     return stats
+
+
+def _ptx_batches(config: RunConfig, tokenizer, runtime: Runtime):
+    """Endless pretraining batches for PPO-ptx, or None when ppo.ptx.dataset is unset."""
+    ptx = config.ppo.ptx
+    if not ptx.dataset:
+        return None
+    block = config.ppo.max_prompt_seq_len + config.ppo.max_answer_seq_len
+    blocks = text_blocks(load_texts(ptx.dataset, ptx.dataset_config), tokenizer, block)
+    loader = make_loader(blocks, config.ppo.per_device_training_batch_size, collate_blocks, tokenizer.pad_token_id,
+                         runtime, True, config.seed)
+    return _endless(loader)
 
 
 def _reorder(exp: Experience, order: torch.Tensor) -> Experience:
@@ -134,6 +150,7 @@ def _iteration_record(exp: Experience, stats: list, trainer: PPOTrainer) -> dict
         "critic_loss": mean("critic_loss"),
         "clip_fraction": mean("clip_fraction"),
         "entropy": mean("entropy"),
+        "ptx_loss": mean("ptx_loss") if stats[0].ptx_loss is not None else None,
     }
 
 

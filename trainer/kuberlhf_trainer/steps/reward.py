@@ -25,7 +25,7 @@ from .policy_pairs import labelled_policy_pairs
 
 
 def run(config: RunConfig, runtime: Runtime, out_dir: Path) -> dict:
-    settings, model_settings = config.reward, config.reward_model
+    settings, model_settings = config.reward, _backbone_settings(config)
     tokenizer = tokenizer_for(model_settings, "reward_model")
     data = step_examples(config, "reward", tokenizer, runtime.barrier, is_builder=runtime.local_rank == 0)
     policy = labelled_policy_pairs(config, runtime, tokenizer)
@@ -80,6 +80,16 @@ def run(config: RunConfig, runtime: Runtime, out_dir: Path) -> dict:
         "tokens_per_second": curve["tokens_per_second"],
         "loss_curve": curve["losses"],
     }
+
+
+def _backbone_settings(config: RunConfig):
+    """reward_model, with the weights taken from the SFT checkpoint when reward.init_from_sft is on."""
+    if not config.reward.init_from_sft:
+        return config.reward_model
+    sft_dir = config.step_dir("sft")
+    if not (sft_dir / "config.json").exists():
+        raise StepInputError(f"reward.init_from_sft needs the SFT checkpoint, but {sft_dir} has none: run step sft first")
+    return config.reward_model.model_copy(update={"name_or_path": str(sft_dir), "tokenizer": None})
 
 
 def _auto_model():
