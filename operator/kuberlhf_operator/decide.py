@@ -9,7 +9,8 @@ One pass, level-triggered (it never asks what changed, only what is):
    status records): Succeeded advances, Failed retries with attempt+1 up to retryLimit and
    then fails the job with the child's reason, a vanished child counts as a failed attempt;
 3. stages whose predecessors succeeded start: attempt+1, state Starting;
-4. every Starting stage without its child gets a CreateChild, unless the job is suspended;
+4. every Starting stage without its child gets a CreateChild, unless the job is suspended (or
+   does not carry our finalizer yet);
 5. suspend/resume is passed to running children that Kueue does not manage;
 6. phase, message and conditions summarise the stages.
 
@@ -28,7 +29,7 @@ from .api import ACTIVE_STATES, ChildRef, RLHFJobStatus, StageStatus
 from .builders import claim_for
 from .events import Event, restart_ignored, transition_events
 from .job import Job
-from .names import CHILD_KINDS, RESTART_ANNOTATION, STAGES, child_name
+from .names import CHILD_KINDS, FINALIZER, RESTART_ANNOTATION, STAGES, child_name
 from .observe import Child
 from .summary import summarize
 
@@ -163,7 +164,7 @@ def _observe(job: Job, stage: StageStatus, attempts: Attempts, now: str) -> None
         return
     child = attempts.get(stage.attempt)
     if child is None or child.deleting:
-        if stage.state != "Starting":  # it existed, and now it is gone
+        if stage.child_ref is not None and stage.child_ref.uid:  # seen before, and now it is gone
             _attempt_failed(job, stage, "ChildDeleted", f"child {_name(job, stage)} was deleted", now)
         return
     stage.child_ref = ChildRef(api_version=child.api_version, kind=child.kind, name=child.name, uid=child.uid)
@@ -228,7 +229,9 @@ def _start_ready(job: Job, status: RLHFJobStatus, now: str) -> None:
 
 
 def _request_children(job: Job, status: RLHFJobStatus, by_stage: dict[str, Attempts], decision: Decision) -> None:
-    if job.spec.suspend:
+    # Children only once our finalizer is on the job (kopf adds it on first sight): deleting
+    # the job must wait for us to delete them, as no garbage collector may run.
+    if job.spec.suspend or FINALIZER not in job.finalizers:
         return
     for stage in _selected(job, status):
         if stage.state == "Starting" and stage.attempt not in by_stage.get(stage.name, {}):

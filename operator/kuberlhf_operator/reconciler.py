@@ -26,6 +26,7 @@ from .decide import (CreateChild, Decision, DeleteChild, SuspendChild, attempt_c
 from .events import Event, stage_transitions
 from .job import Job
 from .kube import ForeignObject, Kube
+from .names import child_name
 from .observe import Child
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,11 @@ class Reconciler:
         self.phases = metrics.PhaseTracker()
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        # Children this process has created (or found created), per job uid. The watch that
+        # reports a new child can lag behind our own status write; without this a pass in
+        # between would ask again (a harmless AlreadyExists, but two extra requests), and a
+        # pass on a just-deleted job's stale body could re-create a child nobody then owns.
+        self._created: dict[str, set[str]] = {}
 
     def reconcile(self, body: Mapping[str, Any], children: Sequence[Child], trigger: str) -> None:
         """One level-triggered pass over an RLHFJob and the children the caller observed."""
@@ -80,6 +86,7 @@ class Reconciler:
         self.phases.set(uid, None)
         with self._locks_guard:
             self._locks.pop(uid, None)
+            self._created.pop(uid, None)
 
     def _record(self, job: Job, old: RLHFJobStatus, decision: Decision) -> None:
         for transition in stage_transitions(old, decision.status):
@@ -89,9 +96,15 @@ class Reconciler:
             self.post_event(self._ref(job), event)
 
     def _act(self, job: Job, decision: Decision, body: Mapping[str, Any], resource_version: str) -> None:
+        created = self._created.setdefault(job.uid, set())
         for action in decision.actions:
             if isinstance(action, CreateChild):
+                name = child_name(job.name, action.stage, action.attempt)
+                if name in created:
+                    continue
                 failure = self._create_child(job, action)
+                if failure is None:
+                    created.add(name)
                 if failure is not None:
                     self._creation_failed(job, decision.status, action, failure, resource_version)
             elif isinstance(action, DeleteChild):

@@ -6,7 +6,7 @@ import copy
 from typing import Any
 
 from kuberlhf_operator.job import Job
-from kuberlhf_operator.names import LABEL_ATTEMPT, LABEL_JOB, LABEL_STAGE, child_name
+from kuberlhf_operator.names import FINALIZER, LABEL_ATTEMPT, LABEL_JOB, LABEL_STAGE, child_name
 from kuberlhf_operator.observe import Child
 
 UID = "uid-of-job"
@@ -25,7 +25,7 @@ def job_body(name: str = "demo", spec: dict[str, Any] | None = None, status: dic
         "apiVersion": "kuberlhf.io/v1alpha1",
         "kind": "RLHFJob",
         "metadata": {"name": name, "namespace": "team", "uid": UID, "generation": 1, "resourceVersion": "7",
-                     "labels": labels or {}, "annotations": annotations or {}},
+                     "labels": labels or {}, "annotations": annotations or {}, "finalizers": [FINALIZER]},
         "spec": base_spec,
         "status": status or {},
     }

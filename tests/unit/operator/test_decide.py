@@ -40,6 +40,13 @@ def test_a_new_job_starts_sft_only():
     assert "StageStarting" in reasons(decision)
 
 
+def test_no_child_before_the_finalizer_is_on_the_job():
+    body = job_body()
+    body["metadata"]["finalizers"] = []
+    decision, job = run(Job.from_body(body))
+    assert decision.actions == [] and states(job)["sft"] == "Starting"  # claimed; created once it is there
+
+
 def test_starting_stage_whose_child_is_not_seen_yet_asks_again_for_the_same_child():
     _, job = run(make_job())
     decision, _ = run(job)  # e.g. the status write came back before the child's watch event
