@@ -26,7 +26,7 @@ from .decide import (CreateChild, Decision, DeleteChild, SuspendChild, attempt_c
 from .events import Event, stage_transitions
 from .job import Job
 from .kube import ForeignObject, Kube
-from .names import child_name
+from .names import CHILD_KINDS, child_name
 from .observe import Child
 
 log = logging.getLogger(__name__)
@@ -53,10 +53,11 @@ class Reconciler:
         self.phases = metrics.PhaseTracker()
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
-        # Children this process has created (or found created), per job uid. The watch that
-        # reports a new child can lag behind our own status write; without this a pass in
-        # between would ask again (a harmless AlreadyExists, but two extra requests), and a
-        # pass on a just-deleted job's stale body could re-create a child nobody then owns.
+        # Objects this process has created (or found created), per job uid: children, ConfigMaps
+        # and claims. The watch that reports a new child can lag behind our own status write;
+        # without this a pass in between would ask again (a harmless AlreadyExists, but two
+        # extra requests), and a pass on a just-deleted job's stale body could re-create a
+        # child nobody then owns. Lost on restart, when kopf's indexes are complete instead.
         self._created: dict[str, set[str]] = {}
 
     def reconcile(self, body: Mapping[str, Any], children: Sequence[Child], trigger: str) -> None:
@@ -96,15 +97,12 @@ class Reconciler:
             self.post_event(self._ref(job), event)
 
     def _act(self, job: Job, decision: Decision, body: Mapping[str, Any], resource_version: str) -> None:
-        created = self._created.setdefault(job.uid, set())
         for action in decision.actions:
             if isinstance(action, CreateChild):
-                name = child_name(job.name, action.stage, action.attempt)
-                if name in created:
+                kind = CHILD_KINDS[job.spec.launcher][1]
+                if f"{kind}/{child_name(job.name, action.stage, action.attempt)}" in self._created.get(job.uid, ()):
                     continue
                 failure = self._create_child(job, action)
-                if failure is None:
-                    created.add(name)
                 if failure is not None:
                     self._creation_failed(job, decision.status, action, failure, resource_version)
             elif isinstance(action, DeleteChild):
@@ -118,12 +116,12 @@ class Reconciler:
         try:
             pvc = build_pvc(job)
             if pvc is not None:
-                self.kube.create(pvc)
+                self._ensure(job, pvc)
             config_map = build_config_map(job)
-            self.kube.create(config_map)
+            self._ensure(job, config_map)
             child = build_child(job, action.stage, action.attempt, config_map["metadata"]["name"], claim_for(job),
                                 action.overwrite)
-            if self.kube.create(child):
+            if self._ensure(job, child):
                 metrics.CHILDREN_CREATED.labels(kind=child["kind"]).inc()
                 log.info("Created %s %s/%s", child["kind"], job.namespace, child["metadata"]["name"])
         except ForeignObject as error:
@@ -134,6 +132,16 @@ class Reconciler:
                 return "ChildCreationFailed", f"{error.status} {error.reason}: {_api_message(error)}{hint}"
             raise
         return None
+
+    def _ensure(self, job: Job, manifest: dict[str, Any]) -> bool:
+        """Create unless this process already has; True if it was created now."""
+        created = self._created.setdefault(job.uid, set())
+        key = f"{manifest['kind']}/{manifest['metadata']['name']}"
+        if key in created:
+            return False
+        new = self.kube.create(manifest)
+        created.add(key)
+        return new
 
     def _creation_failed(self, job: Job, status: RLHFJobStatus, action: CreateChild,
                          failure: tuple[str, str], resource_version: str) -> None:

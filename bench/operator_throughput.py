@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""Operator throughput: N RLHFJobs at once through all three stages, on a real kube-apiserver.
+
+    .venv/bin/python bench/operator_throughput.py [--jobs 200] [--train-seconds 0.5 1.5]
+
+What runs: etcd + kube-apiserver (tests/support/controlplane.py), the operator as a process
+(`python -m kuberlhf_operator`, talking through a counting proxy), and the simulated
+training-operator, which ends each child after a random "training" time. It prints
+
+- the time from a child's success (its status write returning) to the creation of the next
+  stage's child (seen by a separate watch), p50 / p99 / max over all 2N handovers;
+- API requests per RLHFJob, counted at the wire, by verb and resource;
+- the operator's peak and final resident memory;
+- checks: every job Succeeded, exactly one child per stage, all at attempt 1.
+
+A benchmark prints figures; it asserts nothing about time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from kubernetes import client, watch  # noqa: E402
+
+from bench.counting_proxy import CountingProxy  # noqa: E402
+from tests.support.controlplane import ControlPlane, locate_tools  # noqa: E402
+from tests.support.operator_process import OperatorProcess  # noqa: E402
+from tests.support.rlhfjobs import CRD_PATH, Cluster, manifest  # noqa: E402
+from tests.support.simulated_training_operator import Outcome, SimulatedTrainingOperator  # noqa: E402
+
+NAMESPACE = "bench"
+
+
+class CreationWatcher:
+    """When each PyTorchJob first appeared on a watch of our own (monotonic seconds)."""
+
+    def __init__(self, api: client.ApiClient):
+        self.custom = client.CustomObjectsApi(api)
+        self.seen: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> "CreationWatcher":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            stream = watch.Watch()
+            for event in stream.stream(self.custom.list_namespaced_custom_object, "kubeflow.org", "v1",
+                                       NAMESPACE, "pytorchjobs", timeout_seconds=2):
+                self.seen.setdefault(event["object"]["metadata"]["name"], time.monotonic())
+            stream.stop()
+
+
+def proxy_kubeconfig(cp: ControlPlane, port: int, path: Path) -> str:
+    config = {
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "proxy", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
+        "users": [{"name": "admin", "user": {"token": cp.token}}],
+        "contexts": [{"name": "proxy", "context": {"cluster": "proxy", "user": "admin"}}],
+        "current-context": "proxy",
+    }
+    path.write_text(json.dumps(config))
+    return str(path)
+
+
+def memory_mib(pid: int) -> dict[str, float]:
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return {key: int(fields[key].split()[0]) / 1024 for key in ("VmHWM", "VmRSS")}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def run(args: argparse.Namespace, cp: ControlPlane, workdir: Path) -> dict:
+    api = cp.api_client()
+    client.CoreV1Api(api).create_namespace({"metadata": {"name": NAMESPACE}})
+    cluster = Cluster(api, NAMESPACE)
+    proxy = CountingProxy(cp.server, str(cp.certs["ca_crt"])).start()
+    operator = OperatorProcess(proxy_kubeconfig(cp, proxy.port, workdir / "kubeconfig"), workdir / "operator.log")
+    operator.start()
+    creations = CreationWatcher(api).start()
+    rng = random.Random(0)
+    sim = SimulatedTrainingOperator(api, namespace=NAMESPACE,
+                                    script=lambda child: Outcome(after=rng.uniform(*args.train_seconds))).start()
+    try:
+        time.sleep(2)  # let every watch settle: startup requests are not per-job work
+        baseline = proxy.snapshot()
+        started = time.monotonic()
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda i: cluster.create(manifest(f"job{i:03d}")), range(args.jobs)))
+        phases = wait_all(cluster, args.jobs, args.timeout)
+        wall = time.monotonic() - started
+        requests = proxy.snapshot() - baseline
+        memory = memory_mib(operator.pid)
+        return report(args.jobs, cluster, sim, creations, phases, requests, memory, wall)
+    finally:
+        sim.stop()
+        creations.stop()
+        operator.stop()
+        proxy.stop()
+
+
+def wait_all(cluster: Cluster, jobs: int, timeout: float) -> dict[str, int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        items = cluster.custom.list_namespaced_custom_object("kuberlhf.io", "v1alpha1", NAMESPACE, "rlhfjobs")["items"]
+        phases: dict[str, int] = {}
+        for item in items:
+            phase = (item.get("status") or {}).get("phase", "None")
+            phases[phase] = phases.get(phase, 0) + 1
+        if phases.get("Succeeded") == jobs or time.monotonic() > deadline:
+            return phases
+        time.sleep(1)
+
+
+def report(jobs, cluster, sim, creations, phases, requests, memory, wall) -> dict:
+    handovers = []
+    for i in range(jobs):
+        for before, after in (("sft", "reward"), ("reward", "ppo")):
+            done, created = sim.finished.get(f"job{i:03d}-{before}-1"), creations.seen.get(f"job{i:03d}-{after}-1")
+            if done is not None and created is not None:
+                handovers.append(created - done)
+    names = cluster.child_names()
+    total = sum(requests.values())
+    return {
+        "jobs": jobs,
+        "phases": phases,
+        "wall_seconds": round(wall, 1),
+        "handover_seconds": {"count": len(handovers), "p50": round(statistics.median(handovers), 3),
+                             "p99": round(percentile(handovers, 0.99), 3), "max": round(max(handovers), 3)},
+        "children": len(names),
+        "duplicated_or_retried_children": sum(1 for n in names if not n.endswith("-1")),
+        "api_requests_per_rlhfjob": round(total / jobs, 1),
+        "api_requests_by_kind_per_rlhfjob": {k: round(v / jobs, 2) for k, v in sorted(requests.items())},
+        "operator_memory_mib": {"peak": round(memory["VmHWM"], 1), "end": round(memory["VmRSS"], 1)},
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--train-seconds", type=float, nargs=2, default=(0.5, 1.5),
+                        help="each child 'trains' for a uniform random time in this range")
+    parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--workdir", type=Path, default=None, help="keep the operator log here")
+    args = parser.parse_args()
+    workdir = args.workdir or Path(__import__("tempfile").mkdtemp(prefix="kuberlhf-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    with ControlPlane(locate_tools()) as cp:
+        cp.install_crds([*locate_tools().crds, CRD_PATH])
+        result = run(args, cp, workdir)
+    print(json.dumps(result, indent=2))
+    print(f"operator log: {workdir / 'operator.log'}", file=sys.stderr)
+    ok = result["phases"].get("Succeeded") == args.jobs and result["children"] == 3 * args.jobs
+    return 0 if ok and result["duplicated_or_retried_children"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
