@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import re
 import ssl
 import threading
@@ -46,7 +47,10 @@ class CountingProxy:
         return self
 
     def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(timeout=10)
+        try:
+            asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(timeout=5)
+        except (TimeoutError, concurrent.futures.TimeoutError):
+            pass  # a watch still open upstream; the loop stops regardless
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
 
@@ -67,7 +71,7 @@ class CountingProxy:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None), auto_decompress=True)
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._forward)
-        self._runner = runner = web.AppRunner(app, access_log=None)
+        self._runner = runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
@@ -85,7 +89,10 @@ class CountingProxy:
             response = web.StreamResponse(status=upstream.status, headers={
                 k: v for k, v in upstream.headers.items() if k.lower() not in _HOP})
             await response.prepare(request)
-            async for chunk in upstream.content.iter_any():
-                await response.write(chunk)
+            try:
+                async for chunk in upstream.content.iter_any():
+                    await response.write(chunk)
+            except (aiohttp.ClientPayloadError, ConnectionResetError):
+                return response  # a watch cut short (e.g. the apiserver or the client went away)
             await response.write_eof()
             return response

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import sys
@@ -85,6 +86,27 @@ def memory_mib(pid: int) -> dict[str, float]:
     return {key: int(fields[key].split()[0]) / 1024 for key in ("VmHWM", "VmRSS")}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 1)
+
+
+def operator_figures(text: str) -> dict[str, float]:
+    """Reconciles, their mean duration, conflicts and errors, from the operator's /metrics."""
+    sums: dict[str, float] = {}
+    for line in text.splitlines():
+        for name in ("reconcile_duration_seconds_count", "reconcile_duration_seconds_sum",
+                     "status_conflicts_total", "reconcile_errors_total"):
+            if line.startswith(f"kuberlhf_operator_{name}"):
+                sums[name] = sums.get(name, 0.0) + float(line.split()[-1])
+    count = sums.get("reconcile_duration_seconds_count", 0.0)
+    return {"reconciles": count, "mean_reconcile_ms": round(1000 * sums.get("reconcile_duration_seconds_sum", 0.0)
+                                                             / max(count, 1), 1),
+            "status_conflicts": sums.get("status_conflicts_total", 0.0),
+            "reconcile_errors": sums.get("reconcile_errors_total", 0.0)}
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
@@ -111,7 +133,12 @@ def run(args: argparse.Namespace, cp: ControlPlane, workdir: Path) -> dict:
         wall = time.monotonic() - started
         requests = proxy.snapshot() - baseline
         memory = memory_mib(operator.pid)
-        return report(args.jobs, cluster, sim, creations, phases, requests, memory, wall)
+        result = report(args.jobs, cluster, sim, creations, phases, requests, memory, wall)
+        result["operator_metrics"] = operator_figures(operator.get("/metrics"))
+        result["cpu_seconds"] = {"operator": cpu_seconds(operator.pid), "kube-apiserver": cpu_seconds(
+            cp.apiserver.popen.pid), "etcd": cpu_seconds(cp.etcd.popen.pid), "bench+simulator": cpu_seconds(os.getpid())}
+        print(json.dumps(result, indent=2), flush=True)
+        return result
     finally:
         sim.stop()
         creations.stop()
@@ -133,12 +160,13 @@ def wait_all(cluster: Cluster, jobs: int, timeout: float) -> dict[str, int]:
 
 
 def report(jobs, cluster, sim, creations, phases, requests, memory, wall) -> dict:
-    handovers = []
+    handovers, by_pair = [], {}
     for i in range(jobs):
         for before, after in (("sft", "reward"), ("reward", "ppo")):
             done, created = sim.finished.get(f"job{i:03d}-{before}-1"), creations.seen.get(f"job{i:03d}-{after}-1")
             if done is not None and created is not None:
                 handovers.append(created - done)
+                by_pair.setdefault(f"{before}->{after}", []).append(created - done)
     names = cluster.child_names()
     total = sum(requests.values())
     return {
@@ -146,7 +174,8 @@ def report(jobs, cluster, sim, creations, phases, requests, memory, wall) -> dic
         "phases": phases,
         "wall_seconds": round(wall, 1),
         "handover_seconds": {"count": len(handovers), "p50": round(statistics.median(handovers), 3),
-                             "p99": round(percentile(handovers, 0.99), 3), "max": round(max(handovers), 3)},
+                             "p99": round(percentile(handovers, 0.99), 3), "max": round(max(handovers), 3),
+                             **{f"p99 {pair}": round(percentile(v, 0.99), 3) for pair, v in by_pair.items()}},
         "children": len(names),
         "duplicated_or_retried_children": sum(1 for n in names if not n.endswith("-1")),
         "api_requests_per_rlhfjob": round(total / jobs, 1),
@@ -168,7 +197,6 @@ def main() -> int:
     with ControlPlane(locate_tools()) as cp:
         cp.install_crds([*locate_tools().crds, CRD_PATH])
         result = run(args, cp, workdir)
-    print(json.dumps(result, indent=2))
     print(f"operator log: {workdir / 'operator.log'}", file=sys.stderr)
     ok = result["phases"].get("Succeeded") == args.jobs and result["children"] == 3 * args.jobs
     return 0 if ok and result["duplicated_or_retried_children"] == 0 else 1

@@ -91,6 +91,15 @@ def failures_to_explain(job: Job, children: Sequence[Child]) -> list[Child]:
             and c.owner_uid == job.uid]
 
 
+def missing_children(job: Job, children: Sequence[Child]) -> list[tuple[str, str]]:
+    """(kind, name) of children seen before (their uid is in status) that the caller did not
+    observe now: this pass would count them as deleted, so the caller makes sure first."""
+    present = {(c.stage, c.attempt) for c in children if c.owner_uid == job.uid and not c.deleting}
+    return [(s.child_ref.kind, s.child_ref.name) for s in job.status.stages
+            if s.state in ACTIVE_STATES and s.child_ref is not None and s.child_ref.uid
+            and (s.name, s.attempt) not in present]
+
+
 def attempt_creation_failed(job: Job, status: RLHFJobStatus, stage_name: str, reason: str, message: str,
                             now: str) -> Decision:
     """The API server refused to create a stage's child: that attempt failed (and is retried

@@ -13,7 +13,7 @@ restarted operator sees every existing child before it decides anything.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Callable
 
 import kopf
 
@@ -92,9 +92,12 @@ def phase_counts(memo: kopf.Memo, **_: Any) -> dict:
     return memo.reconciler.phases.counts()
 
 
-def _children(body: Any, indexes: dict[str, Any]) -> list[Child]:
+def _children(body: Any, indexes: dict[str, Any]) -> Callable[[], list[Child]]:
+    """The job's children as the indexes hold them when called: read under the job's lock, so a
+    pass never sees fewer children than a pass before it."""
     key = (body["metadata"]["namespace"], body["metadata"]["name"])
-    return [*indexes["pytorchjob_children"].get(key, []), *indexes["mpijob_children"].get(key, [])]
+    by_kind = (indexes["pytorchjob_children"], indexes["mpijob_children"])
+    return lambda: [child for index in by_kind for child in index.get(key, [])]
 
 
 def _post_event(ref: dict, event: Any) -> None:

@@ -74,6 +74,14 @@ class Kube:
             version, plural = _plural(kind)
             self.custom.create_namespaced_custom_object(KUBEFLOW_GROUP, version, ns, plural, manifest)
 
+    def get_child(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.get(kind, namespace, name)
+        except ApiException as error:
+            if error.status == NOT_FOUND:
+                return None
+            raise
+
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
         serialize = self.core.api_client.sanitize_for_serialization  # camelCase, like custom objects
         if kind == "ConfigMap":

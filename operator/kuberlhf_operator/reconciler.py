@@ -22,8 +22,9 @@ from . import metrics
 from .api import RLHFJobStatus
 from .builders import build_child, build_config_map, build_pvc, claim_for
 from .decide import (CreateChild, Decision, DeleteChild, SuspendChild, attempt_creation_failed, decide,
-                     failures_to_explain)
+                     failures_to_explain, missing_children)
 from .events import Event, stage_transitions
+from .freshness import Freshness
 from .job import Job
 from .kube import ForeignObject, Kube
 from .names import CHILD_KINDS, child_name
@@ -51,6 +52,7 @@ class Reconciler:
         self.post_event = post_event
         self.clock = clock
         self.phases = metrics.PhaseTracker()
+        self.freshness = Freshness()
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         # Objects this process has created (or found created), per job uid: children, ConfigMaps
@@ -60,31 +62,47 @@ class Reconciler:
         # child nobody then owns. Lost on restart, when kopf's indexes are complete instead.
         self._created: dict[str, set[str]] = {}
 
-    def reconcile(self, body: Mapping[str, Any], children: Sequence[Child], trigger: str) -> None:
-        """One level-triggered pass over an RLHFJob and the children the caller observed."""
+    def reconcile(self, body: Mapping[str, Any], children: Callable[[], Sequence[Child]], trigger: str) -> None:
+        """One level-triggered pass over an RLHFJob and its children, as observed once its lock is held."""
         uid = body["metadata"]["uid"]
-        with self._serialized(uid), self._measured(trigger):
-            job = Job.from_body(body)
-            decision = decide(job, self._explained(job, children), self.clock())
-            resource_version = body["metadata"]["resourceVersion"]
-            if decision.status != job.status:
-                resource_version = self.kube.patch_status(
-                    job.namespace, job.name, resource_version, status_patch(decision.status))
-                if resource_version is None:
-                    metrics.STATUS_CONFLICTS.inc()
-                    return
-                self._record(job, job.status, decision)
-            self.phases.set(uid, decision.status.phase)
-            self._act(job, decision, body, resource_version)
+        with self._serialized(uid):
+            if trigger == "rlhfjob" and self.freshness.is_own_echo(body):
+                return
+            with self._measured(trigger):
+                self._pass(self.freshness.freshest(body), children())
+
+    def _pass(self, body: Mapping[str, Any], children: Sequence[Child]) -> None:
+        job = Job.from_body(body)
+        decision = decide(job, self._explained(job, children), self.clock())
+        resource_version = body["metadata"]["resourceVersion"]
+        if decision.status != job.status:
+            patch = status_patch(decision.status)
+            resource_version = self.kube.patch_status(job.namespace, job.name, resource_version, patch)
+            if resource_version is None:
+                metrics.STATUS_CONFLICTS.inc()
+                self.freshness.refused(job.uid)
+                return
+            self.freshness.wrote(body, resource_version, patch)
+            self._record(job, job.status, decision)
+        self.freshness.settled(job.uid)
+        self.phases.set(job.uid, decision.status.phase)
+        self._act(job, decision, body, resource_version)
 
     def _explained(self, job: Job, children: Sequence[Child]) -> list[Child]:
-        """Children, with the failed ones about to be judged carrying their pods' reason."""
+        """Children, with the failed ones about to be judged carrying their pods' reason, and the
+        ones about to be judged deleted looked up once more: a watch can lag, a GET does not."""
         failed = {c.name for c in failures_to_explain(job, children)}
-        return [replace(c, failure=self.kube.failure_detail(job.namespace, c.name)) if c.name in failed else c
-                for c in children]
+        out = [replace(c, failure=self.kube.failure_detail(job.namespace, c.name)) if c.name in failed else c
+               for c in children]
+        for kind, name in missing_children(job, children):
+            found = self.kube.get_child(kind, job.namespace, name)
+            if found is not None:
+                out.append(Child.from_body(found))
+        return out
 
     def forget(self, uid: str) -> None:
         self.phases.set(uid, None)
+        self.freshness.forget(uid)
         with self._locks_guard:
             self._locks.pop(uid, None)
             self._created.pop(uid, None)

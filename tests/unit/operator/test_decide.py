@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from kuberlhf_operator.decide import (CreateChild, DeleteChild, SuspendChild, attempt_creation_failed, decide,
-                                     failures_to_explain)
+                                     failures_to_explain, missing_children)
 from kuberlhf_operator.job import Job
 from kuberlhf_operator.names import RESTART_ANNOTATION
 from kuberlhf_operator.observe import FailureDetail, child_state, pod_failure
@@ -141,6 +141,8 @@ def test_a_crash_reported_by_the_pod_is_retried_with_the_log_tail_shown():
 def test_a_deleted_running_child_counts_as_a_failed_attempt():
     _, job = run(make_job())
     _, job = run(job, [child("sft", state="Running")])
+    assert missing_children(job, []) == [("PyTorchJob", "demo-sft-1")]  # the caller looks once more
+    assert missing_children(job, [child("sft", state="Running")]) == []
     decision, job = run(job, [])
     assert decision.actions == [CreateChild("sft", 2)]
     assert job.status.stage_status("sft").reason == "ChildDeleted"
