@@ -312,6 +312,12 @@ class PPOSettings(_Section):
         description="Subtract the mean reward-model score of each prompt's answers from its scores (needs "
         "samples_per_prompt > 1): the policy learns which of its answers are better, not which prompts are easy.",
     )
+    critic_head_scale: float = Field(
+        1.0,
+        ge=0,
+        description="Multiply the critic's value head (copied from the reward model) by this at the start: the reward "
+        "model's raw scale rarely matches the shaped, centred rewards the critic must predict; 0 starts it at zero.",
+    )
     entropy_coef: float = Field(0.0, ge=0, description="Weight of the entropy bonus in the actor loss.")
     critic_warmup_iterations: int = Field(
         0, ge=0, description="Train only the critic for this many iterations before the actor starts moving."

@@ -105,6 +105,15 @@ def clipped_value_loss(
     return 0.5 * masked_mean(torch.max((values - returns) ** 2, (clipped - returns) ** 2), mask)
 
 
+def actor_objective(
+    policy_loss: torch.Tensor, entropy: torch.Tensor, ptx_loss: torch.Tensor, entropy_coef: float, ptx_coef: float
+) -> torch.Tensor:
+    """InstructGPT eq. 2 as a loss: the clipped policy loss, minus an entropy bonus, plus
+    gamma * the pretraining LM loss (PPO-ptx). The critic's value loss is separate: the critic
+    is its own model with its own optimizer."""
+    return policy_loss - entropy_coef * entropy + ptx_coef * ptx_loss
+
+
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     """Entropy of the next-token distribution at each position, (..., V) -> (...)."""
     log_probs = F.log_softmax(logits.float(), dim=-1)

@@ -11,6 +11,8 @@ As DeepSpeed-Chat's blog API: `RLHFEngine(actor_path, critic_path, tokenizer, nu
 
 from __future__ import annotations
 
+import torch
+
 from .. import engine as ds
 from ..config import ModelSettings, RunConfig
 from ..engine import Runtime
@@ -45,6 +47,8 @@ class RLHFEngine:
         critic_config = self._train_config(critic_settings)
         with zero3_loading(critic_config):
             critic = ValueModel.from_pretrained(critic_model_name_or_path, self.dtype)
+        with torch.no_grad():
+            critic.v_head.weight.mul_(ppo.critic_head_scale)
         self.critic: TrainableModel = make_trainable(
             critic, critic_settings, critic_config, ppo.critic_learning_rate, ppo.critic_weight_decay, betas, schedule,
             runtime, keep_trainable=("v_head",),

@@ -114,8 +114,7 @@ class PPOTrainer:
         policy = losses.clipped_policy_loss(logprobs, exp.logprobs, exp.advantages, exp.answer_mask, self.settings.cliprange)
         entropy = losses.masked_mean(losses.entropy_from_logits(logits), exp.answer_mask)
         ptx = actor(**ptx_batch, use_cache=False).loss if ptx_batch is not None else torch.zeros((), device=logits.device)
-        # InstructGPT eq. 2 as one objective: clipped policy loss, entropy bonus, pretraining loss.
-        loss = policy.loss - self.settings.entropy_coef * entropy + self.settings.ptx.coef * ptx
+        loss = losses.actor_objective(policy.loss, entropy, ptx, self.settings.entropy_coef, self.settings.ptx.coef)
         actor.backward(loss)
         actor.step()
         if self.engine.ema is not None and actor.is_gradient_accumulation_boundary():

@@ -1,0 +1,138 @@
+"""Step 1 (SFT) for real: DeepSpeed on the CPU, ZeRO 0/2/3, LoRA, two processes, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from kuberlhf_trainer.config import dump_config
+from kuberlhf_trainer.models import load_causal_lm, load_tokenizer
+from kuberlhf_trainer.steps import StaleOutputError, run_step
+from tests.support.tiny_runs import tiny_config
+
+from .conftest import run_cli
+
+
+def _initial_weights(config) -> dict[str, torch.Tensor]:
+    """The weights the step starts from (built-in models are seeded by the run's seed)."""
+    torch.manual_seed(config.seed)
+    model = load_causal_lm(config.actor_model, load_tokenizer(config.actor_model.name_or_path), "actor_model")
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_sft_on_the_hh_sample_lowers_perplexity_and_saves_a_loadable_checkpoint(tmp_path, runtime):
+    config = tiny_config(tmp_path, "hh", sft__max_steps=25)
+    summary = run_step("sft", config, runtime)
+
+    out = config.step_dir("sft")
+    assert summary["eval_perplexity_after"] < 0.8 * summary["eval_perplexity_before"]
+    assert json.loads((out / "summary.json").read_text())["eval_perplexity_after"] == summary["eval_perplexity_after"]
+    assert (out / "model.safetensors").exists()
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    ids = tokenizer("\n\nHuman: hello\n\nAssistant:", return_tensors="pt")["input_ids"]
+    assert model(input_ids=ids).logits.shape[-1] == len(tokenizer)
+    assert not list(tmp_path.glob(".sft.partial")), "the staging directory is renamed into place"
+
+
+@pytest.mark.parametrize("stage", [0, 2, 3])
+def test_sft_trains_under_each_zero_stage(tmp_path, runtime, stage):
+    config = tiny_config(tmp_path, actor_model__zero_stage=stage, sft__max_steps=8)
+    summary = run_step("sft", config, runtime)
+
+    assert summary["eval_perplexity_after"] < summary["eval_perplexity_before"]
+    saved = load_file(config.step_dir("sft") / "model.safetensors")
+    initial = _initial_weights(config)
+    assert set(saved) <= set(initial), "ZeRO-3 gathering must save the plain model's parameter names"
+    assert all(saved[k].shape == initial[k].shape for k in saved)
+    assert any(not torch.equal(saved[k], initial[k]) for k in saved)
+
+
+def test_lora_under_zero3_trains_only_adapters_and_saves_them_merged(tmp_path, runtime):
+    config = tiny_config(tmp_path, actor_model__zero_stage=3, actor_model__lora__dim=4,
+                         actor_model__lora__only_optimize=True, actor_model__gradient_checkpointing=True,
+                         sft__max_steps=8)
+    run_step("sft", config, runtime)
+
+    saved = load_file(config.step_dir("sft") / "model.safetensors")
+    initial = _initial_weights(config)
+    assert not any("lora" in k for k in saved), "adapters are merged into plain weights"
+    assert torch.equal(saved["model.embed_tokens.weight"], initial["model.embed_tokens.weight"]), "frozen"
+    adapted = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(saved[adapted], initial[adapted]), "the merged LoRA update changes adapted weights"
+    AutoModelForCausalLM.from_pretrained(config.step_dir("sft"))
+
+
+def test_lora_can_be_saved_unmerged_as_a_peft_adapter(tmp_path, runtime):
+    config = tiny_config(tmp_path, actor_model__lora__dim=4, actor_model__lora__merge_on_save=False, sft__max_steps=2)
+    run_step("sft", config, runtime)
+    out = config.step_dir("sft")
+    assert (out / "adapter_config.json").exists() and (out / "adapter_model.safetensors").exists()
+
+
+def test_a_finished_step_is_skipped_and_a_changed_config_is_refused(tmp_path, runtime):
+    config = tiny_config(tmp_path, sft__max_steps=2)
+    first = run_step("sft", config, runtime)
+    weights = (config.step_dir("sft") / "model.safetensors").stat().st_mtime_ns
+
+    assert run_step("sft", config, runtime) == first
+    assert (config.step_dir("sft") / "model.safetensors").stat().st_mtime_ns == weights, "not trained twice"
+
+    changed = tiny_config(tmp_path, sft__max_steps=2, sft__learning_rate=1e-4)
+    with pytest.raises(StaleOutputError, match=r"sft\.learning_rate: 0\.003 -> 0\.0001"):
+        run_step("sft", changed, runtime)
+    assert run_step("sft", changed, runtime, overwrite=True)["config"]["sft"]["learning_rate"] == 1e-4
+
+
+def test_a_crashed_step_leaves_the_previous_output_whole(tmp_path, runtime, monkeypatch):
+    config = tiny_config(tmp_path, sft__max_steps=2)
+    good = run_step("sft", config, runtime)
+
+    def crash(config, runtime, out_dir):
+        (out_dir / "model.safetensors").write_bytes(b"half a checkpoint")
+        raise RuntimeError("killed mid-write")
+
+    monkeypatch.setattr("kuberlhf_trainer.steps.sft.run", crash)
+    with pytest.raises(RuntimeError, match="killed mid-write"):
+        run_step("sft", config, runtime, overwrite=True)
+    out = config.step_dir("sft")
+    assert json.loads((out / "summary.json").read_text())["finished_at"] == good["finished_at"]
+    AutoModelForCausalLM.from_pretrained(out)  # the old checkpoint still loads
+
+
+def test_cli_step_1_on_the_hh_sample(tmp_path):
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(dump_config(tiny_config(tmp_path / "out", "hh", sft__max_steps=10)))
+    result = run_cli("train", "--config", str(config_file), "--step", "1")
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "sft:    eval perplexity" in result.stdout
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["steps"]["sft"]["eval_perplexity_after"] < summary["steps"]["sft"]["eval_perplexity_before"]
+    assert yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())["steps"] == ["sft"]
+
+
+def test_two_processes_share_the_work_under_zero3(tmp_path):
+    config = tiny_config(tmp_path / "out", actor_model__zero_stage=3, sft__max_steps=4,
+                         deployment_type="single_node", nproc_per_node=2)
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(dump_config(config))
+    result = run_cli("train", "--config", str(config_file), "--step", "1")
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "out" / "sft" / "summary.json").read_text())
+    assert summary["world_size"] == 2
+    assert summary["eval_perplexity_after"] < summary["eval_perplexity_before"]
+    AutoModelForCausalLM.from_pretrained(tmp_path / "out" / "sft")
+
+
+def test_bad_config_exits_2_naming_the_field(tmp_path):
+    result = run_cli("train", "--output_dir", str(tmp_path), "--sft.learning_rate", "-1", "--step", "1")
+    assert result.returncode == 2
+    assert "sft.learning_rate" in result.stderr
+    assert not (tmp_path / "sft").exists(), "nothing starts on a bad config"

@@ -1,0 +1,39 @@
+"""Small, fast training configurations for tests: tiny built-in models, little data, few steps.
+
+Everything is local: the built-in sorting task or the real HH-RLHF sample in ../shared/data,
+the character-level built-in tokenizer, models built from configs. No downloads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kuberlhf_trainer.config import RunConfig, apply_overrides, build_config
+
+REPO = Path(__file__).resolve().parents[2]
+HH_SAMPLE = REPO.parent / "shared" / "data" / "hh-rlhf-harmless-test-1000.jsonl"
+
+
+def tiny_config(output_dir: Path, data: str = "sort", **overrides: Any) -> RunConfig:
+    """A run that trains every step for a handful of optimizer steps on the CPU.
+
+    `data`: "sort" (the built-in task, 400 prompts) or "hh" (200 records of the HH sample).
+    `overrides`: dotted fields with "." written as "__", e.g. sft__max_steps=3.
+    """
+    datasets = {"sort": ["builtin:sort"], "hh": [f"hh:{HH_SAMPLE}"]}[data]
+    seq_len = 64 if data == "sort" else 256
+    base: dict = {
+        "actor_model": {"name_or_path": "builtin:llama-tiny"},
+        "reward_model": {"name_or_path": "builtin:llama-tiny"},
+        "data": {"datasets": datasets, "max_samples_per_dataset": 200, "synthetic": {"num_examples": 400}},
+        "sft": {"per_device_train_batch_size": 8, "max_seq_len": seq_len, "max_steps": 6, "eval_iters": 2,
+                "learning_rate": 3e-3, "num_warmup_steps": 0},
+        "reward": {"per_device_train_batch_size": 8, "max_seq_len": seq_len, "max_steps": 6, "eval_iters": 2},
+        "ppo": {"per_device_generation_batch_size": 4, "per_device_training_batch_size": 4, "max_steps": 3,
+                "max_prompt_seq_len": seq_len, "max_answer_seq_len": 8, "eval_prompts": 8, "num_warmup_steps": 0},
+        "output_dir": str(output_dir),
+        "device": "cpu",
+    }
+    apply_overrides(base, {key.replace("__", "."): value for key, value in overrides.items()})
+    return build_config(base)
