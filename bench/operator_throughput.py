@@ -61,11 +61,14 @@ class CreationWatcher:
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
+        resource_version = None
         while not self._stop.is_set():
             stream = watch.Watch()
             for event in stream.stream(self.custom.list_namespaced_custom_object, "kubeflow.org", "v1",
-                                       NAMESPACE, "pytorchjobs", timeout_seconds=2):
+                                       NAMESPACE, "pytorchjobs", timeout_seconds=2,
+                                       resource_version=resource_version):
                 self.seen.setdefault(event["object"]["metadata"]["name"], time.monotonic())
+            resource_version = stream.resource_version
             stream.stop()
 
 
@@ -117,7 +120,9 @@ def run(args: argparse.Namespace, cp: ControlPlane, workdir: Path) -> dict:
     client.CoreV1Api(api).create_namespace({"metadata": {"name": NAMESPACE}})
     cluster = Cluster(api, NAMESPACE)
     proxy = CountingProxy(cp.server, str(cp.certs["ca_crt"])).start()
-    operator = OperatorProcess(proxy_kubeconfig(cp, proxy.port, workdir / "kubeconfig"), workdir / "operator.log")
+    kubeconfig = proxy_kubeconfig(cp, proxy.port, workdir / "kubeconfig") if args.count_requests else cp.kubeconfig
+    operator = OperatorProcess(kubeconfig, workdir / "operator.log",
+                               env={"KUBERLHF_OPERATOR_WORKERS": str(args.workers)} if args.workers else None)
     operator.start()
     creations = CreationWatcher(api).start()
     rng = random.Random(0)
@@ -127,13 +132,24 @@ def run(args: argparse.Namespace, cp: ControlPlane, workdir: Path) -> dict:
         time.sleep(2)  # let every watch settle: startup requests are not per-job work
         baseline = proxy.snapshot()
         started = time.monotonic()
+        submitted: dict[str, float] = {}
+
+        def create(i: int) -> None:
+            cluster.create(manifest(f"job{i:03d}"))
+            submitted[f"job{i:03d}"] = time.monotonic()
+
         with ThreadPoolExecutor(8) as pool:
-            list(pool.map(lambda i: cluster.create(manifest(f"job{i:03d}")), range(args.jobs)))
-        phases = wait_all(cluster, args.jobs, args.timeout)
+            list(pool.map(create, range(args.jobs)))
+        created_all = time.monotonic() - started
+        phases = wait_all(cluster, sim, args.jobs, args.timeout)
         wall = time.monotonic() - started
         requests = proxy.snapshot() - baseline
         memory = memory_mib(operator.pid)
         result = report(args.jobs, cluster, sim, creations, phases, requests, memory, wall)
+        result["seconds_to_create_all_rlhfjobs"] = round(created_all, 1)
+        starts = [creations.seen[f"{job}-sft-1"] - t for job, t in submitted.items() if f"{job}-sft-1" in creations.seen]
+        result["first_child_seconds"] = {"p50": round(statistics.median(starts), 3),
+                                         "p99": round(percentile(starts, 0.99), 3)}
         result["operator_metrics"] = operator_figures(operator.get("/metrics"))
         result["cpu_seconds"] = {"operator": cpu_seconds(operator.pid), "kube-apiserver": cpu_seconds(
             cp.apiserver.popen.pid), "etcd": cpu_seconds(cp.etcd.popen.pid), "bench+simulator": cpu_seconds(os.getpid())}
@@ -146,8 +162,12 @@ def run(args: argparse.Namespace, cp: ControlPlane, workdir: Path) -> dict:
         proxy.stop()
 
 
-def wait_all(cluster: Cluster, jobs: int, timeout: float) -> dict[str, int]:
+def wait_all(cluster: Cluster, sim: SimulatedTrainingOperator, jobs: int, timeout: float) -> dict[str, int]:
+    """Phases once every job is done: wait on the simulator first, so that polling (a list of
+    every RLHFJob) does not load the apiserver while the operator is measured."""
     deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and sum(name.endswith("-ppo-1") for name in list(sim.finished)) < jobs:
+        time.sleep(0.5)
     while True:
         items = cluster.custom.list_namespaced_custom_object("kuberlhf.io", "v1alpha1", NAMESPACE, "rlhfjobs")["items"]
         phases: dict[str, int] = {}
@@ -190,6 +210,10 @@ def main() -> int:
     parser.add_argument("--train-seconds", type=float, nargs=2, default=(0.5, 1.5),
                         help="each child 'trains' for a uniform random time in this range")
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--workers", type=int, default=None, help="KUBERLHF_OPERATOR_WORKERS (default: the operator's)")
+    parser.add_argument("--no-count-requests", dest="count_requests", action="store_false",
+                        help="connect the operator straight to the apiserver (the proxy sits in this "
+                        "process, which also runs the simulator, and adds latency)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the operator log here")
     args = parser.parse_args()
     workdir = args.workdir or Path(__import__("tempfile").mkdtemp(prefix="kuberlhf-bench-"))

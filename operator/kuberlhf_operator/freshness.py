@@ -1,15 +1,15 @@
 """Which version of an RLHFJob a pass should start from, and which passes have nothing to do.
 
 Passes read RLHFJobs from kopf's index, which a watch fills: right after this process writes a
-status, the index still holds the version that write replaced, until the watch delivers the
-new one. A pass started from that stale version would be refused (409) and wasted; worse, under
-load every write would cost a refused write of the next pass. This remembers, per job, the
-version our last write replaced and the object as written, and hands out the latter instead.
+status, the index still holds an older version, until the watch delivers the new one (under
+load, several writes later). A pass started from it would be refused (409) and wasted. This
+remembers, per job, the object as our last write left it and every version seen before that
+write, and hands out the former for any of the latter.
 
-It also recognises the echo of our own write: the watch event carrying exactly the version we
-wrote. The pass that wrote it had already acted on everything it knew, and every change of a
-child triggers a pass of its own, so an echo needs no pass, unless a pass was refused since
-(then the job is marked dirty and the next event of any kind runs in full).
+It also recognises events that bring nothing new: the echo of our own write, or a version one of
+our writes was already based on. The pass that wrote had acted on everything it knew, and every
+change of a child triggers a pass of its own, so such an event needs no pass, unless a pass was
+refused since (then the job is marked dirty and the next event of any kind runs in full).
 
 Only a shortcut: correctness rests on the resourceVersion precondition of every status write.
 """
@@ -20,28 +20,45 @@ import threading
 from typing import Any, Mapping
 
 
+class _Written:
+    def __init__(self, older: set[str], body: Mapping[str, Any]):
+        self.older = older  # every version this process saw before its last write: all superseded
+        self.body = body    # the object as the last write left it
+
+    @property
+    def version(self) -> str:
+        return self.body["metadata"]["resourceVersion"]
+
+
 class Freshness:
     def __init__(self) -> None:
-        self._written: dict[str, tuple[str, str, Mapping[str, Any]]] = {}
+        self._written: dict[str, _Written] = {}
         self._dirty: set[str] = set()
         self._lock = threading.Lock()
 
     def freshest(self, body: Mapping[str, Any]) -> Mapping[str, Any]:
         uid, version = body["metadata"]["uid"], body["metadata"]["resourceVersion"]
         with self._lock:
-            replaced, _, written = self._written.get(uid, ("", "", body))
-        return written if version == replaced else body
+            written = self._written.get(uid)
+        # A watch can lag several of our writes behind; any version we saw before is older.
+        return written.body if written is not None and version in written.older else body
 
-    def is_own_echo(self, body: Mapping[str, Any]) -> bool:
+    def already_handled(self, body: Mapping[str, Any]) -> bool:
+        """The event carries our last write, or a version a later write of ours was based on."""
         uid, version = body["metadata"]["uid"], body["metadata"]["resourceVersion"]
         with self._lock:
-            return uid not in self._dirty and self._written.get(uid, ("", "", None))[1] == version
+            written = self._written.get(uid)
+            seen = written is not None and (version == written.version or version in written.older)
+            return seen and uid not in self._dirty
 
     def wrote(self, body: Mapping[str, Any], version: str, status: Mapping[str, Any]) -> None:
+        """Our write of `status` onto `body` succeeded and produced `version`."""
         uid = body["metadata"]["uid"]
-        written = {**body, "metadata": {**body["metadata"], "resourceVersion": version}, "status": status}
+        new = {**body, "metadata": {**body["metadata"], "resourceVersion": version}, "status": status}
         with self._lock:
-            self._written[uid] = (body["metadata"]["resourceVersion"], version, written)
+            previous = self._written.get(uid)
+            older = (previous.older | {previous.version}) if previous else set()
+            self._written[uid] = _Written(older | {body["metadata"]["resourceVersion"]}, new)
 
     def refused(self, uid: str) -> None:
         with self._lock:

@@ -99,16 +99,26 @@ class Kube:
     # -- changing ------------------------------------------------------------------------
 
     def patch_status(self, namespace: str, name: str, resource_version: str, status: dict[str, Any]) -> str | None:
-        """Write the RLHFJob's status unless the object changed since it was read.
-        Returns the new resourceVersion, or None on a conflict (a newer version will be reconciled)."""
+        """Write the RLHFJob's status unless the object changed since it was read (then raise
+        StaleObject). Returns the new resourceVersion, or None if the job is gone."""
         body = {"metadata": {"resourceVersion": resource_version}, "status": status}
         try:
             out = self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, body)
         except ApiException as error:
-            if error.status in (CONFLICT, NOT_FOUND):
+            if error.status == CONFLICT:
+                raise StaleObject(f"RLHFJob {namespace}/{name} changed since version {resource_version}") from None
+            if error.status == NOT_FOUND:
                 return None
             raise
         return out["metadata"]["resourceVersion"]
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        except ApiException as error:
+            if error.status == NOT_FOUND:
+                return None
+            raise
 
     def suspend_child(self, kind: str, namespace: str, name: str, suspend: bool) -> None:
         version, plural = _plural(kind)
@@ -167,6 +177,10 @@ class Kube:
         except ApiException as error:
             if error.status != NOT_FOUND:
                 raise
+
+
+class StaleObject(RuntimeError):
+    """A write was refused: the object changed since the version it was computed from."""
 
 
 class ForeignObject(RuntimeError):

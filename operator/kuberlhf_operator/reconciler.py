@@ -26,11 +26,12 @@ from .decide import (CreateChild, Decision, DeleteChild, SuspendChild, attempt_c
 from .events import Event, stage_transitions
 from .freshness import Freshness
 from .job import Job
-from .kube import ForeignObject, Kube
+from .kube import ForeignObject, Kube, StaleObject
 from .names import CHILD_KINDS, child_name
 from .observe import Child
 
 log = logging.getLogger(__name__)
+CONFLICT_RETRIES = 3
 PostEvent = Callable[[Mapping[str, Any], Event], None]
 
 
@@ -66,10 +67,25 @@ class Reconciler:
         """One level-triggered pass over an RLHFJob and its children, as observed once its lock is held."""
         uid = body["metadata"]["uid"]
         with self._serialized(uid):
-            if trigger == "rlhfjob" and self.freshness.is_own_echo(body):
+            if trigger == "rlhfjob" and self.freshness.already_handled(body):
                 return
             with self._measured(trigger):
-                self._pass(self.freshness.freshest(body), children())
+                self._retrying(self.freshness.freshest(body), children)
+
+    def _retrying(self, body: Mapping[str, Any] | None, children: Callable[[], Sequence[Child]]) -> None:
+        """A pass; if its status write is refused (the job changed meanwhile, e.g. kopf added its
+        finalizer), again at once from the current version rather than waiting for an event."""
+        for _ in range(CONFLICT_RETRIES):
+            if body is None or body["metadata"].get("deletionTimestamp"):
+                return
+            try:
+                self._pass(body, children())
+                return
+            except StaleObject:
+                metrics.STATUS_CONFLICTS.inc()
+                body = self.kube.get_job(body["metadata"]["namespace"], body["metadata"]["name"])
+        if body is not None:
+            self.freshness.refused(body["metadata"]["uid"])
 
     def _pass(self, body: Mapping[str, Any], children: Sequence[Child]) -> None:
         job = Job.from_body(body)
@@ -79,9 +95,7 @@ class Reconciler:
             patch = status_patch(decision.status)
             resource_version = self.kube.patch_status(job.namespace, job.name, resource_version, patch)
             if resource_version is None:
-                metrics.STATUS_CONFLICTS.inc()
-                self.freshness.refused(job.uid)
-                return
+                return  # the job is gone
             self.freshness.wrote(body, resource_version, patch)
             self._record(job, job.status, decision)
         self.freshness.settled(job.uid)
@@ -164,10 +178,11 @@ class Reconciler:
     def _creation_failed(self, job: Job, status: RLHFJobStatus, action: CreateChild,
                          failure: tuple[str, str], resource_version: str) -> None:
         decision = attempt_creation_failed(job, status, action.stage, *failure, self.clock())
-        if self.kube.patch_status(job.namespace, job.name, resource_version, status_patch(decision.status)) is None:
-            metrics.STATUS_CONFLICTS.inc()
-            return
-        self._record(job, status, decision)
+        try:
+            if self.kube.patch_status(job.namespace, job.name, resource_version, status_patch(decision.status)):
+                self._record(job, status, decision)
+        except StaleObject:
+            metrics.STATUS_CONFLICTS.inc()  # the next pass tries the creation again
 
     @staticmethod
     def _ref(job: Job) -> dict[str, Any]:

@@ -124,19 +124,23 @@ class SimulatedTrainingOperator:
 
     def _watch(self, kind: str) -> None:
         version, plural = KINDS[kind]
+        if self.namespace:
+            call, args = self.custom.list_namespaced_custom_object, ("kubeflow.org", version, self.namespace, plural)
+        else:
+            call, args = self.custom.list_cluster_custom_object, ("kubeflow.org", version, plural)
+        resource_version = None  # None: start with every existing object, as a controller's list does
         while not self._stop.is_set():
             stream = watch.Watch()
             try:
-                if self.namespace:
-                    call, args = self.custom.list_namespaced_custom_object, ("kubeflow.org", version, self.namespace, plural)
-                else:
-                    call, args = self.custom.list_cluster_custom_object, ("kubeflow.org", version, plural)
-                for event in stream.stream(call, *args, timeout_seconds=2):
+                # Short server timeouts so stop() is prompt; resume where the last stream ended.
+                for event in stream.stream(call, *args, timeout_seconds=2, resource_version=resource_version):
                     if self._stop.is_set():
                         break
                     self._on_event(kind, event["type"], event["object"])
+                resource_version = stream.resource_version
             except (ApiException, OSError, ValueError):
-                time.sleep(0.2)  # e.g. 410 Gone or the apiserver restarting: list again
+                resource_version = None  # e.g. 410 Gone or the apiserver restarting: list again
+                time.sleep(0.2)
             finally:
                 stream.stop()
 

@@ -15,15 +15,19 @@ def test_the_version_our_write_replaced_is_swapped_for_what_we_wrote():
     latest = fresh.freshest(body("10"))  # the index has not seen our write yet
     assert latest["metadata"]["resourceVersion"] == "11" and latest["status"] == {"phase": "Running"}
     assert fresh.freshest(body("12"))["metadata"]["resourceVersion"] == "12"  # someone else's newer version
+    fresh.wrote(fresh.freshest(body("10")), "13", {"phase": "Succeeded"})
+    assert fresh.freshest(body("10"))["metadata"]["resourceVersion"] == "13"  # two writes behind
+    assert fresh.freshest(body("11"))["status"] == {"phase": "Succeeded"}
 
 
-def test_only_the_echo_of_our_own_write_is_skipped_and_not_after_a_refusal():
+def test_only_versions_our_writes_covered_are_skipped_and_not_after_a_refusal():
     fresh = Freshness()
     fresh.wrote(body("10"), "11", {})
-    assert fresh.is_own_echo(body("11")) and not fresh.is_own_echo(body("12"))
+    assert fresh.already_handled(body("11")) and not fresh.already_handled(body("12"))
+    assert fresh.already_handled(body("10"))  # the version our write was based on
     fresh.refused("u")
-    assert not fresh.is_own_echo(body("11"))
+    assert not fresh.already_handled(body("11"))
     fresh.settled("u")
-    assert fresh.is_own_echo(body("11"))
+    assert fresh.already_handled(body("11"))
     fresh.forget("u")
-    assert not fresh.is_own_echo(body("11")) and fresh.freshest(body("10"))["metadata"]["resourceVersion"] == "10"
+    assert not fresh.already_handled(body("11")) and fresh.freshest(body("10"))["metadata"]["resourceVersion"] == "10"
