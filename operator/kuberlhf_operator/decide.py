@@ -9,8 +9,8 @@ One pass, level-triggered (it never asks what changed, only what is):
    status records): Succeeded advances, Failed retries with attempt+1 up to retryLimit and
    then fails the job with the child's reason, a vanished child counts as a failed attempt;
 3. stages whose predecessors succeeded start: attempt+1, state Starting;
-4. every Starting stage without its child gets a CreateChild, unless the job is suspended (or
-   does not carry our finalizer yet);
+4. every Starting stage without its child gets a CreateChild, unless the job is suspended (the
+   first one is preceded by AddFinalizer, so that deleting the job waits for its children);
 5. suspend/resume is passed to running children that Kueue does not manage;
 6. phase, message and conditions summarise the stages.
 
@@ -54,7 +54,12 @@ class SuspendChild:
     suspend: bool
 
 
-Action = Union[CreateChild, DeleteChild, SuspendChild]
+@dataclass(frozen=True)
+class AddFinalizer:
+    """Before the first child: kuberlhf.io/finalizer on the job."""
+
+
+Action = Union[AddFinalizer, CreateChild, DeleteChild, SuspendChild]
 
 
 @dataclass
@@ -78,6 +83,10 @@ def decide(job: Job, children: Sequence[Child], now: str) -> Decision:
         _observe(job, stage, by_stage.get(stage.name, {}), now)
     _start_ready(job, status, now)
     _request_children(job, status, by_stage, decision)
+    if FINALIZER not in job.finalizers and any(isinstance(a, CreateChild) for a in decision.actions):
+        # Deleting the job must wait for us to delete its children, as no garbage collector
+        # may run. kopf adds this finalizer too, but only after the first pass.
+        decision.actions.insert(0, AddFinalizer())
     _pass_suspend(job, status, by_stage, decision)
     summarize(job, status, now)
     decision.events += transition_events(job, job.status, status)
@@ -176,6 +185,10 @@ def _observe(job: Job, stage: StageStatus, attempts: Attempts, now: str) -> None
         if stage.child_ref is not None and stage.child_ref.uid:  # seen before, and now it is gone
             _attempt_failed(job, stage, "ChildDeleted", f"child {_name(job, stage)} was deleted", now)
         return
+    if child.state == "Starting":
+        # Recorded (with its uid) once it has left Starting: one status write less per stage. One
+        # deleted before it started is simply created again under the same name.
+        return
     stage.child_ref = ChildRef(api_version=child.api_version, kind=child.kind, name=child.name, uid=child.uid)
     if child.state == "Succeeded":
         stage.state, stage.completion_time = "Succeeded", now
@@ -238,9 +251,7 @@ def _start_ready(job: Job, status: RLHFJobStatus, now: str) -> None:
 
 
 def _request_children(job: Job, status: RLHFJobStatus, by_stage: dict[str, Attempts], decision: Decision) -> None:
-    # Children only once our finalizer is on the job (kopf adds it on first sight): deleting
-    # the job must wait for us to delete them, as no garbage collector may run.
-    if job.spec.suspend or FINALIZER not in job.finalizers:
+    if job.spec.suspend:
         return
     for stage in _selected(job, status):
         if stage.state == "Starting" and stage.attempt not in by_stage.get(stage.name, {}):

@@ -47,7 +47,8 @@ def transition_events(job: Job, old: RLHFJobStatus, new: RLHFJobStatus) -> list[
         event = _stage_event(job, prev, stage)
         if event is not None:
             events.append(event)
-    if old.phase != new.phase:
+    # Pending -> Running needs no event of its own: the first StageStarting says it.
+    if old.phase != new.phase and not (old.phase == "Pending" and new.phase == "Running"):
         events.append(_phase_event(old.phase, new))
     return events
 
@@ -61,8 +62,10 @@ def _stage_event(job: Job, prev: StageStatus, stage: StageStatus) -> Event | Non
         return None
     if stage.state == "Starting":
         return Event("Normal", "StageStarting", f"Creating {kind} {child} for stage {stage.name}")
+    if stage.state == "Running" and prev.state == "Starting":
+        return None  # progress, not news: the status shows it and the child's own events say why
     messages = {
-        "Running": ("Normal", "StageRunning", f"Stage {stage.name} is running in {child}"),
+        "Running": ("Normal", "StageResumed", f"Stage {stage.name} is running again in {child}"),
         "Queued": ("Normal", "StageQueued", f"Stage {stage.name}: Kueue holds {child} until it is admitted"),
         "Suspended": ("Normal", "StageSuspended", f"Stage {stage.name}: {child} is suspended"),
         "Succeeded": ("Normal", "StageSucceeded",
@@ -88,7 +91,7 @@ def _phase_event(old_phase: str, new: RLHFJobStatus) -> Event:
         return Event("Normal", "Resumed", new.message)
     if old_phase in ("Failed", "Succeeded"):
         return Event("Normal", "Restarted", new.message)
-    return Event("Normal", "Started" if new.phase == "Running" else new.phase, new.message)
+    return Event("Normal", new.phase, new.message)
 
 
 def restart_ignored(request: str, selected: tuple[str, ...]) -> Event:

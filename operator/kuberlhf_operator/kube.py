@@ -14,7 +14,7 @@ from typing import Any, Iterable
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from .names import CHILD_KINDS, GROUP, KUBEFLOW_GROUP, PLURAL, VERSION, job_labels
+from .names import CHILD_KINDS, FINALIZER, GROUP, KUBEFLOW_GROUP, PLURAL, VERSION, job_labels
 from .observe import KUBEFLOW_JOB_NAME_LABEL, FailureDetail, controller_uid, pod_failure
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,20 @@ class Kube:
         body = {"metadata": {"resourceVersion": resource_version}, "status": status}
         try:
             out = self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, body)
+        except ApiException as error:
+            if error.status == CONFLICT:
+                raise StaleObject(f"RLHFJob {namespace}/{name} changed since version {resource_version}") from None
+            if error.status == NOT_FOUND:
+                return None
+            raise
+        return out["metadata"]["resourceVersion"]
+
+    def add_finalizer(self, namespace: str, name: str, resource_version: str, current: tuple[str, ...]) -> str | None:
+        """Add our finalizer to the RLHFJob's list as read at `resource_version` (StaleObject if the
+        list may have changed since). Returns the new resourceVersion, or None if the job is gone."""
+        body = {"metadata": {"resourceVersion": resource_version, "finalizers": [*current, FINALIZER]}}
+        try:
+            out = self.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, body)
         except ApiException as error:
             if error.status == CONFLICT:
                 raise StaleObject(f"RLHFJob {namespace}/{name} changed since version {resource_version}") from None

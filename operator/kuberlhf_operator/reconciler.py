@@ -21,7 +21,7 @@ from kubernetes.client.exceptions import ApiException
 from . import metrics
 from .api import RLHFJobStatus
 from .builders import build_child, build_config_map, build_pvc, claim_for
-from .decide import (CreateChild, Decision, DeleteChild, SuspendChild, attempt_creation_failed, decide,
+from .decide import (AddFinalizer, CreateChild, Decision, DeleteChild, SuspendChild, attempt_creation_failed, decide,
                      failures_to_explain, missing_children)
 from .events import Event, stage_transitions
 from .freshness import Freshness
@@ -130,9 +130,15 @@ class Reconciler:
 
     def _act(self, job: Job, decision: Decision, body: Mapping[str, Any], resource_version: str) -> None:
         for action in decision.actions:
-            if isinstance(action, CreateChild):
-                kind = CHILD_KINDS[job.spec.launcher][1]
-                if f"{kind}/{child_name(job.name, action.stage, action.attempt)}" in self._created.get(job.uid, ()):
+            if isinstance(action, AddFinalizer):
+                try:
+                    resource_version = self.kube.add_finalizer(job.namespace, job.name, resource_version, job.finalizers)
+                except StaleObject:
+                    return  # changed meanwhile: its event brings a new pass, children included
+                if resource_version is None:
+                    return
+            elif isinstance(action, CreateChild):
+                if not self._still_missing(job, action):
                     continue
                 failure = self._create_child(job, action)
                 if failure is not None:
@@ -164,6 +170,19 @@ class Reconciler:
                 return "ChildCreationFailed", f"{error.status} {error.reason}: {_api_message(error)}{hint}"
             raise
         return None
+
+    def _still_missing(self, job: Job, action: CreateChild) -> bool:
+        """decide asks for a child its observation lacks. One this process created is most likely
+        only not yet in the index: a GET tells (and a child deleted before it started is made again)."""
+        kind = CHILD_KINDS[job.spec.launcher][1]
+        key = f"{kind}/{child_name(job.name, action.stage, action.attempt)}"
+        created = self._created.get(job.uid, set())
+        if key not in created:
+            return True
+        if self.kube.get_child(kind, job.namespace, key.split("/", 1)[1]) is not None:
+            return False
+        created.discard(key)
+        return True
 
     def _ensure(self, job: Job, manifest: dict[str, Any]) -> bool:
         """Create unless this process already has; True if it was created now."""

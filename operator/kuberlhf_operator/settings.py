@@ -17,7 +17,7 @@ class OperatorConfig(BaseModel):
     #: Port of the Prometheus /metrics endpoint; 0 disables it.
     metrics_port: int = Field(8000, ge=0, le=65535)
     #: Threads that run handlers (and API connections). Each RLHFJob pass holds one briefly.
-    workers: int = Field(16, ge=1)
+    workers: int = Field(32, ge=1)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "OperatorConfig":

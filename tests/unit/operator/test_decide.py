@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from kuberlhf_operator.decide import (CreateChild, DeleteChild, SuspendChild, attempt_creation_failed, decide,
+from kuberlhf_operator.decide import (AddFinalizer, CreateChild, DeleteChild, SuspendChild, attempt_creation_failed, decide,
                                      failures_to_explain, missing_children)
 from kuberlhf_operator.job import Job
 from kuberlhf_operator.names import RESTART_ANNOTATION
@@ -40,11 +40,11 @@ def test_a_new_job_starts_sft_only():
     assert "StageStarting" in reasons(decision)
 
 
-def test_no_child_before_the_finalizer_is_on_the_job():
+def test_the_finalizer_goes_on_the_job_before_its_first_child():
     body = job_body()
     body["metadata"]["finalizers"] = []
     decision, job = run(Job.from_body(body))
-    assert decision.actions == [] and states(job)["sft"] == "Starting"  # claimed; created once it is there
+    assert decision.actions == [AddFinalizer(), CreateChild("sft", 1)]
 
 
 def test_starting_stage_whose_child_is_not_seen_yet_asks_again_for_the_same_child():
@@ -52,6 +52,13 @@ def test_starting_stage_whose_child_is_not_seen_yet_asks_again_for_the_same_chil
     decision, _ = run(job)  # e.g. the status write came back before the child's watch event
     assert decision.actions == [CreateChild("sft", 1)]
     assert decision.events == []
+
+
+def test_a_created_child_that_has_not_started_changes_nothing():
+    _, job = run(make_job())
+    decision, after = run(job, [child("sft", state="Starting")])
+    assert decision.actions == [] and decision.events == []
+    assert after.status == job.status  # no status write until the child runs
 
 
 def test_the_stages_run_in_order_and_the_job_succeeds():
