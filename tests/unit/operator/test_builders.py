@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 
-from kuberlhf_operator.builders import build_child, build_config_map, build_mpijob, build_pvc, build_pytorchjob
+from kuberlhf_operator.builders import build_child, build_config_map, build_pvc, build_pytorchjob
 from kuberlhf_operator.names import LABEL_ATTEMPT, LABEL_JOB, LABEL_STAGE
 from rlhfjob_factories import UID, make_job
 
