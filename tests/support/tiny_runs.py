@@ -6,6 +6,9 @@ the character-level built-in tokenizer, models built from configs. No downloads.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -37,3 +40,12 @@ def tiny_config(output_dir: Path, data: str = "sort", **overrides: Any) -> RunCo
     }
     apply_overrides(base, {key.replace("__", "."): value for key, value in overrides.items()})
     return build_config(base)
+
+
+def run_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`kuberlhf <args>` in a fresh process, the way users and pods run it."""
+    # Not this process's own distributed rendezvous (a test may have joined a one-process group).
+    rendezvous = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}
+    env = {k: v for k, v in os.environ.items() if k not in rendezvous} | {"DS_ACCELERATOR": "cpu", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "kuberlhf_trainer", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
 from kuberlhf_trainer.engine import Runtime, init_runtime
@@ -18,9 +14,3 @@ def runtime() -> Runtime:
     quiet_libraries()
     return init_runtime("cpu")
 
-
-def run_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    """`kuberlhf <args>` in a fresh process (the way users and pods run it)."""
-    env = dict(os.environ, DS_ACCELERATOR="cpu", PYTHONUNBUFFERED="1")
-    return subprocess.run([sys.executable, "-m", "kuberlhf_trainer", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env)

@@ -16,9 +16,7 @@ from kuberlhf_trainer.rlhf import PPOTrainer, RLHFEngine
 from kuberlhf_trainer.steps import run_step
 from kuberlhf_trainer.steps.common import StepInputError
 from kuberlhf_trainer.value_model import ValueModel
-from tests.support.tiny_runs import tiny_config
-
-from .conftest import run_cli
+from tests.support.tiny_runs import run_cli, tiny_config
 
 
 @pytest.fixture(scope="module")
