@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.rlhfjobs import Cluster, manifest
+from tests.support.rlhfjobs import REPO_ROOT, Cluster, manifest
 
 pytestmark = pytest.mark.k8s
+EXAMPLES = REPO_ROOT / "manifests" / "examples"
 
 
 def _with(path: str, value: Any, name: str = "bad") -> dict[str, Any]:
@@ -62,6 +63,13 @@ def test_kubectl_apply_refuses_an_invalid_rlhfjob_naming_the_field(control_plane
     result = control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(body), check=False)
     assert result.returncode != 0, f"accepted: {result.stdout}"
     assert expected in result.stderr
+
+
+@pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("*.yaml")))
+def test_the_shipped_examples_are_accepted(control_plane, namespace, example):
+    result = control_plane.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", str(EXAMPLES / example),
+                                   check=False)
+    assert result.returncode == 0, result.stderr
 
 
 def test_config_cannot_change_while_a_stage_runs(control_plane, api, namespace):

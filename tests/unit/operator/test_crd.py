@@ -162,3 +162,14 @@ def test_every_rule_has_a_violation_example():
     for definition, rules in RULES.items():
         examples = sum(1 for d, _, _ in VIOLATIONS if d == definition)
         assert examples >= len(rules), f"{definition}: one example per rule"
+
+
+@pytest.mark.parametrize("example", sorted((REPO / "manifests" / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_the_shipped_examples_are_valid_for_the_operator_and_the_trainer(example):
+    import yaml
+
+    from kuberlhf_operator.api import RLHFJobSpec
+
+    body = yaml.safe_load(example.read_text())
+    spec = RLHFJobSpec.model_validate(body["spec"])
+    trainer_config.build_config(spec.config, source=str(example))  # raises naming the field
