@@ -2,6 +2,7 @@
 
   kuberlhf train [--config F] [flags]     steps 1 -> 2 -> 3 (DeepSpeed-Chat's e2e flags work)
   kuberlhf step {sft,reward,ppo} ...      one step in the current process group (torchrun, pods)
+  kuberlhf chat --model DIR               talk to a trained model
   kuberlhf config [--schema]              print the resolved config (or its JSON schema)
 
 With neither --config nor an actor model, `train` runs the embedded default: a tiny model built
@@ -64,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--overwrite", action="store_true", help="replace step outputs made with another configuration")
     add_config_flags(step, dschat=False)
 
+    chat = commands.add_parser("chat", allow_abbrev=False, help="talk to a trained model (multi-turn, streamed)")
+    chat.add_argument("--model", required=True, help="a step's output directory, e.g. output/ppo or output/sft")
+    chat.add_argument("--max-new-tokens", type=int, default=128, help="longest answer in tokens (default 128)")
+    chat.add_argument("--temperature", type=float, default=0.0, help="sampling temperature; 0 decodes greedily")
+
     show = commands.add_parser("config", allow_abbrev=False, help="print the resolved configuration or its JSON schema")
     show.add_argument("--schema", action="store_true", help="print the JSON schema of the configuration")
     add_config_flags(show)
@@ -73,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[list[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
+    if args.command == "chat":
+        from .chat import run_chat
+        from .pipeline import quiet_libraries
+
+        quiet_libraries()
+        return run_chat(args.model, args.max_new_tokens, args.temperature)
     try:
         if args.command == "config":
             return _show_config(args)
