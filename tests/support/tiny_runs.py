@@ -42,10 +42,14 @@ def tiny_config(output_dir: Path, data: str = "sort", **overrides: Any) -> RunCo
     return build_config(base)
 
 
+def cli_env() -> dict[str, str]:
+    """The environment for a `kuberlhf` subprocess: CPU, and not this process's own distributed
+    rendezvous (a test may have joined a one-process group, which sets RANK, MASTER_PORT ...)."""
+    rendezvous = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}
+    return {k: v for k, v in os.environ.items() if k not in rendezvous} | {"DS_ACCELERATOR": "cpu", "PYTHONUNBUFFERED": "1"}
+
+
 def run_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     """`kuberlhf <args>` in a fresh process, the way users and pods run it."""
-    # Not this process's own distributed rendezvous (a test may have joined a one-process group).
-    rendezvous = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}
-    env = {k: v for k, v in os.environ.items() if k not in rendezvous} | {"DS_ACCELERATOR": "cpu", "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, "-m", "kuberlhf_trainer", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env)
+                          timeout=timeout, env=cli_env())

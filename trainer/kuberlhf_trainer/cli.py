@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from importlib import resources
 from pathlib import Path
 from typing import Optional
@@ -90,8 +89,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             return _show_config(args)
         config, embedded = resolve_config(args, allow_embedded=args.command == "train")
     except ConfigError as error:
-        print(f"kuberlhf: {error}", file=sys.stderr)
-        return EXIT_CONFIG_ERROR
+        from .pipeline import report_input_error
+
+        return report_input_error(error)
     from .pipeline import run_pipeline, run_single_step
 
     if args.command == "step":

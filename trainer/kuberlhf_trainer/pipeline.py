@@ -7,6 +7,7 @@ command a Kubernetes pod runs, and read the step's summary back from the output 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -20,6 +21,7 @@ from .cli import EXIT_CONFIG_ERROR, write_config
 from .config import ConfigError, RunConfig
 
 log = logging.getLogger("kuberlhf")
+TERMINATION_MESSAGE_LIMIT = 3000  # Kubernetes keeps at most 4096 bytes of a termination message
 
 
 def user_errors() -> tuple[type[Exception], ...]:
@@ -51,9 +53,26 @@ def run_single_step(step: str, config: RunConfig, overwrite: bool) -> int:
         runtime = init_runtime(config.device)
         run_step(step, config, runtime, overwrite)
     except user_errors() as error:
-        print(f"kuberlhf: {error}", file=sys.stderr)
-        return EXIT_CONFIG_ERROR
+        return report_input_error(error)
     return 0
+
+
+def report_input_error(error: Exception) -> int:
+    """Say what is wrong with the input, on stderr and, in a pod, in the termination log that the
+    operator reads (env KUBERLHF_TERMINATION_LOG): launchers such as torchrun turn our exit code 2
+    into 1, so the file is how the operator knows that retrying cannot help."""
+    print(f"kuberlhf: {error}", file=sys.stderr)
+    path = os.environ.get("KUBERLHF_TERMINATION_LOG")
+    if path:
+        reason = {"ConfigError": "InvalidConfig", "DataFormatError": "InvalidData", "ModelLoadError": "ModelLoadFailed",
+                  "StaleOutputError": "StaleOutput", "StepInputError": "MissingInput"}.get(type(error).__name__, "InvalidInput")
+        record = {"reason": reason, "message": str(error)[:TERMINATION_MESSAGE_LIMIT], "retryable": False}
+        try:
+            with open(path, "w") as file:
+                file.write(json.dumps(record) + "\n")
+        except OSError as write_error:  # the report is a courtesy; the exit code still says it
+            print(f"kuberlhf: cannot write {path}: {write_error}", file=sys.stderr)
+    return EXIT_CONFIG_ERROR
 
 
 def processes_per_node(config: RunConfig) -> int:

@@ -48,6 +48,8 @@ def trainer_env(job: Job) -> list[dict[str, Any]]:
         {"name": "PYTHONUNBUFFERED", "value": "1"},
         # Where the trainer writes why it failed; the operator shows it (see observe.FailureDetail).
         {"name": "KUBERLHF_TERMINATION_LOG", "value": TERMINATION_LOG},
+        # The `job` label of the trainer's Prometheus metrics.
+        {"name": "KUBERLHF_JOB", "value": job.name},
         # One download cache per claim, shared by every stage and job that uses it.
         {"name": "HF_HOME", "value": f"{mount}/.cache/huggingface"},
     ]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -16,7 +18,7 @@ from kuberlhf_trainer.rlhf import PPOTrainer, RLHFEngine
 from kuberlhf_trainer.steps import run_step
 from kuberlhf_trainer.steps.common import StepInputError
 from kuberlhf_trainer.value_model import ValueModel
-from tests.support.tiny_runs import run_cli, tiny_config
+from tests.support.tiny_runs import cli_env, run_cli, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +100,46 @@ def test_ppo_in_two_processes(tmp_path, trained_steps):
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "out" / "ppo" / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["iterations"] == 2
+
+
+def test_metrics_endpoint_serves_every_documented_metric_during_ppo(tmp_path, trained_steps):
+    import time
+    import urllib.request
+
+    from kuberlhf_trainer.engine import free_port
+    from kuberlhf_trainer.metrics import DEFINITIONS, PREFIX
+
+    port = free_port()
+    config = _with_steps(tmp_path / "out", trained_steps, ppo__max_steps=60, ppo__num_train_epochs=50, metrics_port=port)
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(dump_config(config))
+    process = subprocess.Popen([sys.executable, "-m", "kuberlhf_trainer", "step", "ppo", "--config", str(config_file)],
+                               env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wanted = {PREFIX + name for name in DEFINITIONS}
+    samples: dict[str, float] = {}
+    try:
+        while process.poll() is None and not wanted <= set(samples):
+            time.sleep(0.5)
+            try:
+                text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+            except OSError:
+                continue
+            samples = _parse(text)
+    finally:
+        process.kill()
+        stderr = process.communicate()[1]
+    assert wanted <= set(samples), f"missing {sorted(wanted - set(samples))}; stderr: {stderr[-2000:]}"
+    assert samples[PREFIX + "tokens_per_second"] > 0 and samples[PREFIX + "tflops_per_device"] > 0
+    assert 0 < samples[PREFIX + "step_progress"] <= samples[PREFIX + "step_total"] == 60
+    assert samples[PREFIX + "ppo_response_length"] >= 1 and 0 <= samples[PREFIX + "ppo_clip_fraction"] <= 1
+
+
+def _parse(text: str) -> dict[str, float]:
+    """name -> value of the first sample of each metric labelled with job and stage ppo."""
+    samples = {}
+    for line in text.splitlines():
+        if line.startswith("#") or 'stage="ppo"' not in line or 'job="out"' not in line:
+            continue
+        name, value = line.split("{")[0], float(line.rsplit(" ", 1)[1])
+        samples.setdefault(name, value)
+    return samples

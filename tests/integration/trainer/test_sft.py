@@ -92,7 +92,7 @@ def test_a_crashed_step_leaves_the_previous_output_whole(tmp_path, runtime, monk
     config = tiny_config(tmp_path, sft__max_steps=2)
     good = run_step("sft", config, runtime)
 
-    def crash(config, runtime, out_dir):
+    def crash(config, runtime, out_dir, metrics):
         (out_dir / "model.safetensors").write_bytes(b"half a checkpoint")
         raise RuntimeError("killed mid-write")
 
@@ -135,3 +135,14 @@ def test_bad_config_exits_2_naming_the_field(tmp_path):
     assert result.returncode == 2
     assert "sft.learning_rate" in result.stderr
     assert not (tmp_path / "sft").exists(), "nothing starts on a bad config"
+
+
+def test_bad_input_is_reported_in_the_termination_log_for_the_operator(tmp_path, monkeypatch):
+    log = tmp_path / "termination-log"
+    monkeypatch.setenv("KUBERLHF_TERMINATION_LOG", str(log))
+    result = run_cli("step", "sft", "--output_dir", str(tmp_path), "--actor_model.name_or_path", "builtin:llama-tiny",
+                     "--data.datasets", str(tmp_path / "missing.jsonl"))
+    assert result.returncode == 2
+    report = json.loads(log.read_text())
+    assert report == {"reason": "InvalidData", "message": report["message"], "retryable": False}
+    assert "missing.jsonl" in report["message"]

@@ -14,6 +14,7 @@ from typing import Any
 from .. import checkpoint
 from ..config import STEP_NAMES, RunConfig
 from ..engine import Runtime
+from ..metrics import TrainingMetrics, job_name
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,12 @@ def run_step(step: str, config: RunConfig, runtime: Runtime, overwrite: bool = F
         checkpoint.start_staging(final)
     runtime.barrier()
     started = time.perf_counter()
-    figures = step_function(step)(config, runtime, staging)
+    metrics = TrainingMetrics(job_name(config.output_dir), step, config.metrics_port,
+                              serve=runtime.local_rank == 0, devices=runtime.world_size)
+    try:
+        figures = step_function(step)(config, runtime, staging, metrics)
+    finally:
+        metrics.close()
     summary = {
         "step": step,
         "seconds": round(time.perf_counter() - started, 2),

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from .. import checkpoint, engine as ds
 from ..config import ModelSettings
 from ..engine import Runtime
+from ..metrics import TrainingMetrics
 from ..models import apply_lora, is_lora_model
 from ..value_model import ValueModel, save_value_model
 
@@ -91,12 +92,12 @@ def _merged(module, state: dict, settings: ModelSettings, build_base: Callable):
 
 
 def train_loop(engine, loader, loss_fn: Callable, settings, total_steps: int, runtime: Runtime, name: str,
-               evaluate: Optional[Callable[[], str]] = None) -> dict:
+               metrics: TrainingMetrics, evaluate: Optional[Callable[[], str]] = None) -> dict:
     """The optimisation loop of steps 1 and 2: forward (`loss_fn(batch)`), backward, and a
     DeepSpeed step that applies the update every `gradient_accumulation_steps` micro-batches.
     Returns the mean loss per optimizer step and the throughput."""
     progress = Progress(total_steps, name, runtime)
-    losses, window, steps = [], [], 0
+    losses, window, steps, tokens, step_started = [], [], 0, 0, time.perf_counter()
     for epoch in range(settings.num_train_epochs):
         loader.sampler.set_epoch(epoch)
         for batch in loader:
@@ -105,12 +106,14 @@ def train_loop(engine, loader, loss_fn: Callable, settings, total_steps: int, ru
             engine.backward(loss)
             engine.step()
             window.append(loss.item())
+            tokens += int(batch["attention_mask"].sum()) * runtime.world_size  # estimated: this shard times ranks
             if not engine.is_gradient_accumulation_boundary():
                 continue
             steps += 1
             losses.append(sum(window) / len(window))
-            window = []
-            progress.update(int(batch["attention_mask"].sum()) * runtime.world_size, loss=losses[-1])
+            metrics.training_step(steps, total_steps, losses[-1], tokens, time.perf_counter() - step_started)
+            progress.update(tokens, loss=losses[-1])
+            window, tokens, step_started = [], 0, time.perf_counter()
             if evaluate and settings.eval_interval and steps % settings.eval_interval == 0:
                 progress.write(f"{name} step {steps}: {evaluate()}")
             if steps >= total_steps:

@@ -24,7 +24,8 @@ from ..data.prepare import step_examples, tokenizer_fingerprint
 from ..data.pretraining import collate_blocks, load_texts, text_blocks
 from ..data.tokenize import collate_prompts
 from ..engine import Runtime
-from ..models import load_tokenizer
+from ..metrics import TrainingMetrics, forward_flops, training_flops
+from ..models import count_parameters, load_tokenizer
 from ..rlhf.engine import RLHFEngine
 from ..rlhf.evaluation import evaluate_policy
 from ..rlhf.experience import Experience
@@ -32,7 +33,7 @@ from ..rlhf.trainer import PPOTrainer
 from .common import Progress, StepInputError, make_loader, save_model, to_device
 
 
-def run(config: RunConfig, runtime: Runtime, out_dir: Path) -> dict:
+def run(config: RunConfig, runtime: Runtime, out_dir: Path, metrics: TrainingMetrics) -> dict:
     ppo = config.ppo
     actor_dir, reward_dir = _require_checkpoint(config.ppo_actor_start, "sft"), _require_checkpoint(config.ppo_reward_start, "reward")
     tokenizer = load_tokenizer(actor_dir, "ppo.actor_checkpoint")
@@ -55,7 +56,7 @@ def run(config: RunConfig, runtime: Runtime, out_dir: Path) -> dict:
 
     ptx = _ptx_batches(config, tokenizer, runtime)
     before = evaluate()
-    history, timings = train(trainer, loader, iterations, runtime, evaluate, ptx)
+    history, timings = train(trainer, loader, iterations, runtime, evaluate, metrics, ptx)
     after = evaluate()
     after_ema = None
     if engine.ema is not None:
@@ -77,7 +78,8 @@ def _iterations(prompt_batches: int, ppo) -> int:
     return min(total, ppo.max_steps) if ppo.max_steps else total
 
 
-def train(trainer: PPOTrainer, loader, iterations: int, runtime: Runtime, evaluate, ptx=None) -> tuple[list[dict], dict]:
+def train(trainer: PPOTrainer, loader, iterations: int, runtime: Runtime, evaluate, metrics: TrainingMetrics,
+          ptx=None) -> tuple[list[dict], dict]:
     """The PPO loop; returns one record of figures per iteration and the time per phase.
     `ptx` yields pretraining batches (one per PPO micro-batch) when the ptx objective is on."""
     settings = trainer.settings
@@ -85,7 +87,10 @@ def train(trainer: PPOTrainer, loader, iterations: int, runtime: Runtime, evalua
     timings = {"generation": 0.0, "experience": 0.0, "training": 0.0}
     history, buffer = [], []
     batches = _endless(loader)
+    sizes = (count_parameters(trainer.engine.actor.engine.module)[0], count_parameters(trainer.engine.critic.engine.module)[0])
     while len(history) < iterations:
+        if not buffer:
+            phase_started = dict(timings)
         batch = to_device(next(batches), runtime.device)
         with _timed(timings, "generation"):
             rollout = trainer.generate_sequences(*_repeat(batch, settings.samples_per_prompt))
@@ -99,6 +104,8 @@ def train(trainer: PPOTrainer, loader, iterations: int, runtime: Runtime, evalua
         record = _iteration_record(experience, stats, trainer)
         trainer.end_iteration(record["kl"], len(experience))
         history.append(record)
+        spent = {phase: timings[phase] - phase_started[phase] for phase in timings}
+        _report(metrics, record, experience, spent, sizes, trainer, runtime, len(history), iterations)
         progress.update(int(experience.attention_mask.sum()) * runtime.world_size,
                         reward=record["reward_mean"], kl=record["kl"])
         if settings.eval_interval and len(history) % settings.eval_interval == 0:
@@ -107,6 +114,30 @@ def train(trainer: PPOTrainer, loader, iterations: int, runtime: Runtime, evalua
             progress.write(f"ppo iteration {len(history)}: eval reward {figures['reward']:.4g}")
     progress.close()
     return history, timings
+
+
+def _report(metrics: TrainingMetrics, record: dict, exp: Experience, spent: dict, sizes: tuple[int, int],
+            trainer: PPOTrainer, runtime: Runtime, done: int, total: int) -> None:
+    """Publish one iteration: progress, PPO health, and throughput per phase with FLOP estimates."""
+    actor, critic = sizes
+    world = runtime.world_size
+    generated = exp.answer_mask.sum().item() * world  # tokens over all processes
+    sequence = exp.attention_mask.sum().item() * world
+    trained = sequence * trainer.settings.ppo_epochs
+    recompute = trainer.engine.actor.settings.gradient_checkpointing
+    flops = {
+        "generation": forward_flops(actor, generated),
+        "experience": forward_flops(2 * actor + 2 * critic, sequence),  # actor, reference, critic, reward
+        "training": training_flops(actor, trained, recompute) + training_flops(critic, trained, recompute),
+    }
+    metrics.progress(done, total)
+    metrics.throughput("generation", generated, spent["generation"], flops["generation"])
+    metrics.throughput("training", trained, spent["training"], flops["training"])
+    metrics.set("effective_tflops_per_device", sum(flops.values()) / max(sum(spent.values()), 1e-9) / world / 1e12)
+    for name in ("reward_mean", "reward_std", "kl", "entropy", "clip_fraction", "response_length"):
+        metrics.set(f"ppo_{name}", record[name])
+    metrics.set("ppo_value_loss", record["critic_loss"])
+    metrics.set("train_loss", record["actor_loss"])
 
 
 def _update(trainer: PPOTrainer, experience: Experience, ptx, runtime: Runtime) -> list:

@@ -17,6 +17,7 @@ from ..config import RunConfig
 from ..data.prepare import step_examples
 from ..data.tokenize import collate_pairs
 from ..engine import Runtime
+from ..metrics import TrainingMetrics
 from ..losses import pairwise_ranking_loss, tokenwise_ranking_loss
 from ..models import count_parameters, load_pretrained, model_config, tokenizer_for, zero3_loading
 from ..value_model import ValueModel, scores_at
@@ -24,7 +25,7 @@ from .common import StepInputError, make_loader, make_trainable, save_model, to_
 from .policy_pairs import labelled_policy_pairs
 
 
-def run(config: RunConfig, runtime: Runtime, out_dir: Path) -> dict:
+def run(config: RunConfig, runtime: Runtime, out_dir: Path, metrics: TrainingMetrics) -> dict:
     settings, model_settings = config.reward, _backbone_settings(config)
     tokenizer = tokenizer_for(model_settings, "reward_model")
     data = step_examples(config, "reward", tokenizer, runtime.barrier, is_builder=runtime.local_rank == 0)
@@ -41,6 +42,7 @@ def run(config: RunConfig, runtime: Runtime, out_dir: Path) -> dict:
     torch.manual_seed(config.seed)
     with zero3_loading(ds_config):
         model = ValueModel(load_pretrained(_auto_model(), model_settings, tokenizer, "reward_model"))
+    metrics.parameters, metrics.recompute = count_parameters(model)[0], model_settings.gradient_checkpointing
     pad = tokenizer.pad_token_id
     loader = make_loader(train_pairs, settings.per_device_train_batch_size, collate_pairs, pad, runtime, True, config.seed)
     eval_loaders = {
@@ -57,7 +59,7 @@ def run(config: RunConfig, runtime: Runtime, out_dir: Path) -> dict:
     evaluate = lambda name: evaluate_pairs(engine, eval_loaders[name], settings.eval_iters, runtime)  # noqa: E731
     before = evaluate("eval")
     loss_fn = lambda batch: ranking_loss(engine, batch, settings.loss)  # noqa: E731
-    curve = train_loop(engine, loader, loss_fn, settings, total_steps, runtime, "reward",
+    curve = train_loop(engine, loader, loss_fn, settings, total_steps, runtime, "reward", metrics,
                        lambda: f"eval accuracy {evaluate('eval')['accuracy']}")
     after, on_samples = evaluate("eval"), evaluate("sft_samples")
 

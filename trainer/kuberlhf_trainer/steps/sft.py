@@ -17,11 +17,12 @@ from ..config import RunConfig
 from ..data.prepare import step_examples
 from ..data.tokenize import IGNORE_INDEX, collate_sft
 from ..engine import Runtime
+from ..metrics import TrainingMetrics
 from ..models import count_parameters, load_causal_lm, model_config, tokenizer_for, zero3_loading
 from .common import StepInputError, make_loader, make_trainable, save_model, to_device, train_loop
 
 
-def run(config: RunConfig, runtime: Runtime, out_dir: Path) -> dict:
+def run(config: RunConfig, runtime: Runtime, out_dir: Path, metrics: TrainingMetrics) -> dict:
     settings, model_settings = config.sft, config.actor_model
     tokenizer = tokenizer_for(model_settings, "actor_model")
     data = step_examples(config, "sft", tokenizer, runtime.barrier, is_builder=runtime.local_rank == 0)
@@ -37,6 +38,7 @@ def run(config: RunConfig, runtime: Runtime, out_dir: Path) -> dict:
     with zero3_loading(ds_config):
         model = load_causal_lm(model_settings, tokenizer, "actor_model")
     total_params, _ = count_parameters(model)
+    metrics.parameters, metrics.recompute = total_params, model_settings.gradient_checkpointing
 
     pad = tokenizer.pad_token_id
     train_loader = make_loader(data.train, settings.per_device_train_batch_size, collate_sft, pad, runtime, True, config.seed)
@@ -55,7 +57,7 @@ def run(config: RunConfig, runtime: Runtime, out_dir: Path) -> dict:
     perplexity_before = evaluate()
     curve = train_loop(
         engine, train_loader, lambda batch: engine(**batch, use_cache=False).loss, settings, total_steps, runtime,
-        "sft", lambda: f"eval perplexity {evaluate():.4g}",
+        "sft", metrics, lambda: f"eval perplexity {evaluate():.4g}",
     )
     perplexity_after = evaluate()
 
