@@ -146,3 +146,26 @@ def test_bad_input_is_reported_in_the_termination_log_for_the_operator(tmp_path,
     report = json.loads(log.read_text())
     assert report == {"reason": "InvalidData", "message": report["message"], "retryable": False}
     assert "missing.jsonl" in report["message"]
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_cpu_offload_of_the_optimizer(tmp_path, runtime, stage):
+    # DeepSpeedCPUAdam is compiled on first use (about a minute), then cached.
+    config = tiny_config(tmp_path, actor_model__zero_stage=stage, actor_model__offload=True, sft__max_steps=4)
+    summary = run_step("sft", config, runtime)
+    assert summary["eval_perplexity_after"] < summary["eval_perplexity_before"]
+
+
+def test_bf16_training_on_the_cpu(tmp_path, runtime):
+    config = tiny_config(tmp_path, dtype="bf16", sft__max_steps=4)
+    summary = run_step("sft", config, runtime)
+    assert summary["eval_perplexity_after"] < summary["eval_perplexity_before"]
+    assert AutoModelForCausalLM.from_pretrained(config.step_dir("sft")).dtype == torch.bfloat16
+
+
+def test_gradient_accumulation_steps_once_per_group_of_micro_batches(tmp_path, runtime):
+    # 72 SFT examples in micro-batches of 8: 9 micro-batches, 3 optimizer steps of 3 each.
+    config = tiny_config(tmp_path, sft__gradient_accumulation_steps=3)
+    summary = run_step("sft", config, runtime)
+    assert summary["train_examples"] == 72
+    assert summary["optimizer_steps"] == 3 and len(summary["loss_curve"]) == 3
