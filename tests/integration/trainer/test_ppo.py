@@ -143,3 +143,13 @@ def _parse(text: str) -> dict[str, float]:
         name, value = line.split("{")[0], float(line.rsplit(" ", 1)[1])
         samples.setdefault(name, value)
     return samples
+
+
+def test_several_generation_batches_and_ppo_epochs_per_update(tmp_path, runtime, trained_steps):
+    # prompts of different lengths: the batches' experience is padded to one width and joined
+    config = _with_steps(tmp_path, trained_steps, ppo__generation_batches=3, ppo__ppo_epochs=2, ppo__max_steps=2,
+                         ppo__per_device_training_batch_size=5, ppo__eval_interval=1)
+    summary = run_step("ppo", config, runtime)
+    assert summary["iterations"] == 2
+    assert all("eval" in record for record in summary["history"]), "evaluated at every interval"
+    assert all(0.0 <= record["clip_fraction"] <= 1.0 for record in summary["history"])

@@ -60,7 +60,7 @@ def run(config: RunConfig, runtime: Runtime, out_dir: Path, metrics: TrainingMet
     before = evaluate("eval")
     loss_fn = lambda batch: ranking_loss(engine, batch, settings.loss)  # noqa: E731
     curve = train_loop(engine, loader, loss_fn, settings, total_steps, runtime, "reward", metrics,
-                       lambda: f"eval accuracy {evaluate('eval')['accuracy']}")
+                       lambda: _describe(evaluate("eval")))
     after, on_samples = evaluate("eval"), evaluate("sft_samples")
 
     save_model(trained, out_dir, lambda: _auto_model().from_config(model_config(model_settings, tokenizer, "reward_model")), runtime)
@@ -82,6 +82,13 @@ def run(config: RunConfig, runtime: Runtime, out_dir: Path, metrics: TrainingMet
         "tokens_per_second": curve["tokens_per_second"],
         "loss_curve": curve["losses"],
     }
+
+
+def _describe(figures: dict) -> str:
+    if figures["accuracy"] is None:
+        return "no eval pairs"
+    return (f"eval accuracy {figures['accuracy']:.3f}, chosen score {figures['chosen_score']:.3f}, "
+            f"rejected score {figures['rejected_score']:.3f}")
 
 
 def _backbone_settings(config: RunConfig):
