@@ -49,6 +49,7 @@ def generate(
     pad_id: int,
     synced_gpus: bool = False,
     greedy: bool = False,
+    **generate_kwargs,
 ) -> Rollout:
     """Answers for left-padded prompts with Hugging Face `generate`.
 
@@ -69,6 +70,7 @@ def generate(
         pad_token_id=pad_id,
         synced_gpus=synced_gpus,
         use_cache=True,
+        **generate_kwargs,
     )
     model.train(was_training)
     prompt_len = prompt_ids.shape[1]

@@ -16,6 +16,7 @@ import torch
 from .. import engine as ds
 from ..config import ModelSettings, RunConfig
 from ..engine import Runtime
+from ..hybrid_engine import ENGINES, deepspeed_hybrid_config
 from ..models import load_causal_lm, zero3_loading
 from ..steps.common import TrainableModel, make_trainable
 from ..value_model import ValueModel
@@ -36,6 +37,9 @@ class RLHFEngine:
         betas = (ppo.adam_beta1, ppo.adam_beta2)
 
         actor_config = self._train_config(actor_settings)
+        if ppo.generation.engine == "deepspeed":
+            max_out = ppo.max_prompt_seq_len + ppo.max_answer_seq_len
+            actor_config["hybrid_engine"] = deepspeed_hybrid_config(ppo.generation, max_out, runtime.is_cuda)
         with zero3_loading(actor_config):
             actor = load_causal_lm(actor_settings, tokenizer, "ppo.actor_checkpoint", self.dtype)
         self.actor: TrainableModel = make_trainable(
@@ -55,11 +59,11 @@ class RLHFEngine:
         )
         self.reward = self._frozen(lambda: ValueModel.from_pretrained(critic_model_name_or_path, self.dtype),
                                    critic_settings, ppo.offload_reward_model)
+        self.generation = ENGINES[ppo.generation.engine](
+            self.actor.engine, ppo.generation, ppo.max_answer_seq_len, tokenizer, actor_settings.zero_stage == 3,
+            runtime.world_size,
+        )
         self.ema = ActorEMA(self.actor.engine.module, ppo.ema.beta, actor_settings.zero_stage == 3) if ppo.ema.enabled else None
-
-    @property
-    def actor_zero3(self) -> bool:
-        return self.actor.settings.zero_stage == 3
 
     def _train_config(self, settings: ModelSettings) -> dict:
         ppo = self.config.ppo

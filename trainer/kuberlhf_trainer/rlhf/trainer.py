@@ -15,7 +15,7 @@ import torch
 
 from .. import losses
 from ..config import PPOSettings
-from ..generation import Rollout, generate
+from ..generation import Rollout
 from ..models import position_ids
 from .engine import RLHFEngine
 from .experience import Experience
@@ -46,11 +46,8 @@ class PPOTrainer:
     # -- experience ------------------------------------------------------------------------------
 
     def generate_sequences(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, greedy: bool = False) -> Rollout:
-        return generate(
-            self.engine.actor.engine.module, prompt_ids, prompt_mask, self.settings.max_answer_seq_len,
-            self.settings.generation, self.tokenizer.eos_token_id, self.tokenizer.pad_token_id,
-            synced_gpus=self.engine.actor_zero3 and self.engine.runtime.world_size > 1, greedy=greedy,
-        )
+        """Answers from the actor through the configured generation engine (hybrid_engine.py)."""
+        return self.engine.generation.generate(prompt_ids, prompt_mask, greedy=greedy)
 
     @torch.no_grad()
     def generate_experience(self, prompt_batch: dict) -> Experience:

@@ -1,0 +1,143 @@
+"""Generation engines for step 3: the same weights train under ZeRO and generate fast.
+
+Generation is memory-bandwidth bound and, under ZeRO-3, plain `generate` gathers every layer's
+parameters from the other processes at every decoded token. `ppo.generation.engine` picks:
+
+  hf         Hugging Face `generate` on the training module itself: the baseline.
+  hybrid     ours. On entering generation the actor's weights are gathered once (under ZeRO-3)
+             and copied into an inference copy of the model with LoRA merged, which decodes in
+             eval mode with a KV cache and no ZeRO hooks (on CUDA: a static cache, so decoding
+             compiles). The training weights are never modified, so switching engines does not
+             change the training result. Without ZeRO-3 and LoRA the training module is already
+             whole and is used directly. `release_inference_cache` frees the copy after each
+             generation phase (less memory, one more allocation per iteration).
+  deepspeed  DeepSpeed's own hybrid engine (CUDA only: its inference kernels do not exist on CPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Optional
+
+import torch
+
+from .config import GenerationSettings
+from .generation import Rollout, generate
+from .models import is_lora_model
+
+
+class GenerationEngine:
+    """Answers from the actor for left-padded prompts; subclasses decide how the weights get there."""
+
+    def __init__(self, actor_engine, settings: GenerationSettings, max_new_tokens: int, tokenizer,
+                 zero3: bool, world_size: int):
+        self.actor_engine, self.settings, self.max_new_tokens = actor_engine, settings, max_new_tokens
+        self.eos_id, self.pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+        self.zero3, self.world_size = zero3, world_size
+
+    def generate(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, greedy: bool = False) -> Rollout:
+        raise NotImplementedError
+
+
+class HFGeneration(GenerationEngine):
+    """`generate` on the training module; under ZeRO-3 every token gathers every layer."""
+
+    def generate(self, prompt_ids, prompt_mask, greedy=False):
+        return generate(self.actor_engine.module, prompt_ids, prompt_mask, self.max_new_tokens, self.settings,
+                        self.eos_id, self.pad_id, synced_gpus=self.zero3 and self.world_size > 1, greedy=greedy)
+
+
+class HybridGeneration(GenerationEngine):
+    """Gather once, merge LoRA into a separate inference copy, decode with a KV cache."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        module = self.actor_engine.module
+        self.needs_copy = self.zero3 or is_lora_model(module)
+        self._copy: Optional[torch.nn.Module] = None
+
+    def generate(self, prompt_ids, prompt_mask, greedy=False):
+        with self._inference_model() as model:
+            # No collectives while decoding: each process holds whole weights now.
+            extra = {"cache_implementation": "static"} if prompt_ids.is_cuda else {}
+            return generate(model, prompt_ids, prompt_mask, self.max_new_tokens, self.settings, self.eos_id,
+                            self.pad_id, greedy=greedy, **extra)
+
+    @contextlib.contextmanager
+    def _inference_model(self) -> Iterator[torch.nn.Module]:
+        if not self.needs_copy:
+            yield self.actor_engine.module
+            return
+        copy = self._load_weights()
+        try:
+            yield copy
+        finally:
+            if self.settings.release_inference_cache:
+                self._copy = None
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+
+    def _load_weights(self) -> torch.nn.Module:
+        """The inference copy holding the actor's current weights, LoRA merged."""
+        module = self.actor_engine.module
+        if self._copy is None:
+            self._copy = _empty_copy(module)
+        sources = list(module.parameters())
+        gathered = _gathered(sources) if self.zero3 else contextlib.nullcontext()
+        with gathered, torch.no_grad():
+            for target, source in zip(self._copy.parameters(), sources):
+                target.copy_(source)
+        if is_lora_model(self._copy):
+            self._copy.merge_adapter()  # into the copy's weights: the training weights stay as they are
+        return self._copy
+
+
+def _gathered(params):
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
+
+
+def _empty_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """A model of the same structure (peft wrapper included) without ZeRO hooks, on the same
+    device and in the same dtype, in eval mode; its weights are overwritten before every use."""
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = module.get_base_model() if is_lora_model(module) else module
+    device = next(p.device for p in module.parameters())
+    dtype = next(p.dtype for p in module.parameters() if p.is_floating_point())
+    # Building initialises weights randomly: keep that from moving the RNG that sampling uses.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.device(device):
+        copy = AutoModelForCausalLM.from_config(base.config, dtype=dtype)
+        if is_lora_model(module):
+            copy = get_peft_model(copy, module.peft_config["default"])
+    return copy.eval().requires_grad_(False)
+
+
+class DeepSpeedGeneration(GenerationEngine):
+    """DeepSpeed's hybrid engine: the actor's DeepSpeed engine generates itself."""
+
+    def generate(self, prompt_ids, prompt_mask, greedy=False):
+        return generate(self.actor_engine, prompt_ids, prompt_mask, self.max_new_tokens, self.settings,
+                        self.eos_id, self.pad_id, synced_gpus=self.zero3 and self.world_size > 1, greedy=greedy)
+
+
+def deepspeed_hybrid_config(settings: GenerationSettings, max_out_tokens: int, is_cuda: bool) -> dict:
+    """The `hybrid_engine` section of the actor's DeepSpeed config (engine 'deepspeed' only)."""
+    if not is_cuda:
+        raise RuntimeError(
+            "ppo.generation.engine 'deepspeed': DeepSpeed's hybrid engine needs CUDA (its inference kernels "
+            "are not implemented for the CPU backend). Use 'hybrid', kuberlhf's own engine, which works everywhere."
+        )
+    return {
+        "enabled": True,
+        "max_out_tokens": max_out_tokens,
+        "inference_tp_size": settings.inference_tp_size,
+        "release_inference_cache": settings.release_inference_cache,
+        "pin_parameters": settings.pin_parameters,
+        "tp_gather_partition_size": settings.tp_gather_partition_size,
+    }
+
+
+ENGINES = {"hf": HFGeneration, "hybrid": HybridGeneration, "deepspeed": DeepSpeedGeneration}
