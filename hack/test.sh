@@ -6,4 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./hack/setup-venv.sh trainer,operator,test
 ./hack/build-control-plane.sh
+./hack/install-test-tools.sh   # Prometheus, monitoring CRDs, hadolint: chart, image and monitoring tests
 exec .venv/bin/python -m pytest "$@"
