@@ -13,9 +13,12 @@ DeepSpeed-Chat's blog reports it.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
+from collections import defaultdict
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
@@ -41,6 +44,42 @@ DEFINITIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "ppo_value_loss": ("The critic's clipped value loss.", ()),
     "ppo_response_length": ("Mean answer length in tokens of the last PPO batch.", ()),
 }
+
+
+class PhaseTimer:
+    """Wall seconds per phase. On CUDA it waits for queued work at both ends, so the GPU time of
+    a phase is charged to that phase and not to whichever comes next."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        _synchronize()
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            _synchronize()
+            self.seconds[phase] += time.perf_counter() - started
+
+
+def _synchronize() -> None:
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def peak_memory_mb(runtime) -> float:
+    """This process's peak memory: allocated device memory on CUDA, resident set size on CPU."""
+    import torch
+
+    if runtime.is_cuda:
+        return torch.cuda.max_memory_allocated(runtime.device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
 
 
 def job_name(output_dir: str) -> str:

@@ -46,7 +46,12 @@ def test_ppo_writes_actor_critic_and_ema_and_reports_its_figures(tmp_path, runti
                  "task_score_sft_sampled", "task_score_ppo_sampled", "task_score_ema_sampled"):
         assert summary[name] is not None, name
     assert summary["iterations"] == 4 and len(summary["history"]) == 4
-    assert set(summary["time_breakdown_seconds"]) == {"generation", "experience", "training"}
+    phases = {"generation", "actor_forward", "reference_forward", "critic_forward", "reward_forward",
+              "actor_train", "critic_train"}
+    assert set(summary["time_breakdown_seconds"]) == phases and all(summary["time_breakdown_seconds"].values())
+    throughput = summary["throughput"]
+    assert throughput["generation_tokens_per_second"] > 0 and throughput["training_tokens_per_second"] > 0
+    assert throughput["effective_tflops_per_device"] > 0 and throughput["peak_memory_mb"] > 0
     actor = AutoModelForCausalLM.from_pretrained(out)
     ema = AutoModelForCausalLM.from_pretrained(out / "actor_ema")
     ValueModel.from_pretrained(out / "critic")

@@ -15,6 +15,7 @@ import torch
 
 from .. import losses
 from ..config import PPOSettings
+from ..metrics import PhaseTimer
 from ..generation import Rollout
 from ..models import position_ids
 from .engine import RLHFEngine
@@ -38,6 +39,7 @@ class PPOTrainer:
         self.tokenizer = engine.tokenizer
         self.kl = losses.AdaptiveKLController(settings.kl_coef, settings.adaptive_kl.target, settings.adaptive_kl.horizon)
         self.iteration = 0  # completed PPO updates: critic warm-up counts them
+        self.timer = PhaseTimer()  # seconds per phase, as DeepSpeed-Chat's blog (Figure 5) breaks them down
 
     @property
     def kl_coef(self) -> float:
@@ -47,7 +49,8 @@ class PPOTrainer:
 
     def generate_sequences(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, greedy: bool = False) -> Rollout:
         """Answers from the actor through the configured generation engine (hybrid_engine.py)."""
-        return self.engine.generation.generate(prompt_ids, prompt_mask, greedy=greedy)
+        with self.timer("generation"):
+            return self.engine.generation.generate(prompt_ids, prompt_mask, greedy=greedy)
 
     @torch.no_grad()
     def generate_experience(self, prompt_batch: dict) -> Experience:
@@ -62,10 +65,14 @@ class PPOTrainer:
     def make_experience(self, rollout: Rollout) -> Experience:
         seq, attn, P, answer_mask = rollout.sequences, rollout.attention_mask, rollout.prompt_len, rollout.answer_mask
         answer_mask = answer_mask.float()
-        logprobs = self.answer_logprobs(self.engine.actor.engine.module, seq, attn, P)
-        ref_logprobs = self.answer_logprobs(self.engine.ref, seq, attn, P)
-        values = self.engine.critic.engine.module(seq, attn)[:, P - 1 : -1].float() * answer_mask
-        raw_scores = self.score(seq, attn, P, answer_mask)
+        with self.timer("actor_forward"):
+            logprobs = self.answer_logprobs(self.engine.actor.engine.module, seq, attn, P)
+        with self.timer("reference_forward"):
+            ref_logprobs = self.answer_logprobs(self.engine.ref, seq, attn, P)
+        with self.timer("critic_forward"):
+            values = self.engine.critic.engine.module(seq, attn)[:, P - 1 : -1].float() * answer_mask
+        with self.timer("reward_forward"):
+            raw_scores = self.score(seq, attn, P, answer_mask)
         scores = self.shape_scores(raw_scores)
         rewards = losses.kl_shaped_rewards(logprobs, ref_logprobs, scores, answer_mask, self.kl_coef)
         advantages, returns = losses.gae(rewards, values, answer_mask, self.settings.gamma, self.settings.lam)
@@ -100,9 +107,11 @@ class PPOTrainer:
 
     def train_rlhf(self, exp: Experience, ptx_batch: Optional[dict] = None) -> TrainStats:
         """One PPO update of actor and critic on a micro-batch of experience."""
-        stats = TrainStats(critic_loss=self._train_critic(exp))
+        with self.timer("critic_train"):
+            stats = TrainStats(critic_loss=self._train_critic(exp))
         if self.iteration >= self.settings.critic_warmup_iterations:
-            self._train_actor(exp, ptx_batch, stats)
+            with self.timer("actor_train"):
+                self._train_actor(exp, ptx_batch, stats)
         return stats
 
     def _train_actor(self, exp: Experience, ptx_batch: Optional[dict], stats: TrainStats) -> None:

@@ -12,9 +12,8 @@ and the EMA actor in ppo/actor_ema/.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import time
+from collections import defaultdict
 from pathlib import Path
 
 import torch
@@ -24,7 +23,7 @@ from ..data.prepare import step_examples, tokenizer_fingerprint
 from ..data.pretraining import collate_blocks, load_texts, text_blocks
 from ..data.tokenize import collate_prompts
 from ..engine import Runtime
-from ..metrics import TrainingMetrics, forward_flops, training_flops
+from ..metrics import TrainingMetrics, forward_flops, peak_memory_mb, training_flops
 from ..models import count_parameters, load_tokenizer
 from ..rlhf.engine import RLHFEngine
 from ..rlhf.evaluation import evaluate_policy
@@ -56,7 +55,7 @@ def run(config: RunConfig, runtime: Runtime, out_dir: Path, metrics: TrainingMet
 
     ptx = _ptx_batches(config, tokenizer, runtime)
     before = evaluate()
-    history, timings = train(trainer, loader, iterations, runtime, evaluate, metrics, ptx)
+    history, timings, throughput = train(trainer, loader, iterations, runtime, evaluate, metrics, ptx)
     after = evaluate()
     after_ema = None
     if engine.ema is not None:
@@ -64,7 +63,8 @@ def run(config: RunConfig, runtime: Runtime, out_dir: Path, metrics: TrainingMet
             after_ema = evaluate()
 
     _save(engine, out_dir, tokenizer, runtime)
-    return _summary(before, after, after_ema, history, timings, len(data.train), data.skipped, len(eval_prompts))
+    summary = _summary(before, after, after_ema, history, timings, len(data.train), data.skipped, len(eval_prompts))
+    return summary | {"throughput": throughput}
 
 
 def _require_checkpoint(path: str, step: str) -> str:
@@ -79,33 +79,34 @@ def _iterations(prompt_batches: int, ppo) -> int:
 
 
 def train(trainer: PPOTrainer, loader, iterations: int, runtime: Runtime, evaluate, metrics: TrainingMetrics,
-          ptx=None) -> tuple[list[dict], dict]:
-    """The PPO loop; returns one record of figures per iteration and the time per phase.
-    `ptx` yields pretraining batches (one per PPO micro-batch) when the ptx objective is on."""
+          ptx=None) -> tuple[list[dict], dict, dict]:
+    """The PPO loop. Returns one record of figures per iteration, the seconds spent per phase
+    (evaluation excluded) and the run's throughput. `ptx` yields pretraining batches (one per
+    PPO micro-batch) when the ptx objective is on."""
     settings = trainer.settings
     progress = Progress(iterations, "ppo", runtime)
-    timings = {"generation": 0.0, "experience": 0.0, "training": 0.0}
+    timings: dict[str, float] = defaultdict(float)
+    work: dict[str, float] = defaultdict(float)  # tokens and FLOPs over all iterations
     history, buffer = [], []
     batches = _endless(loader)
     sizes = (count_parameters(trainer.engine.actor.engine.module)[0], count_parameters(trainer.engine.critic.engine.module)[0])
     while len(history) < iterations:
         if not buffer:
-            phase_started = dict(timings)
+            clock = dict(trainer.timer.seconds)
         batch = to_device(next(batches), runtime.device)
-        with _timed(timings, "generation"):
-            rollout = trainer.generate_sequences(*_repeat(batch, settings.samples_per_prompt))
-        with _timed(timings, "experience"):
-            buffer.append(trainer.make_experience(rollout))
+        rollout = trainer.generate_sequences(*_repeat(batch, settings.samples_per_prompt))
+        buffer.append(trainer.make_experience(rollout))
         if len(buffer) < settings.generation_batches:
             continue
         experience, buffer = Experience.concat(buffer), []
-        with _timed(timings, "training"):
-            stats = _update(trainer, experience, ptx, runtime)
+        stats = _update(trainer, experience, ptx, runtime)
         record = _iteration_record(experience, stats, trainer)
         trainer.end_iteration(record["kl"], len(experience))
         history.append(record)
-        spent = {phase: timings[phase] - phase_started[phase] for phase in timings}
-        _report(metrics, record, experience, spent, sizes, trainer, runtime, len(history), iterations)
+        spent = {phase: seconds - clock.get(phase, 0.0) for phase, seconds in trainer.timer.seconds.items()}
+        for phase, seconds in spent.items():
+            timings[phase] += seconds
+        _report(metrics, record, experience, spent, sizes, trainer, runtime, (len(history), iterations), work)
         progress.update(int(experience.attention_mask.sum()) * runtime.world_size,
                         reward=record["reward_mean"], kl=record["kl"])
         if settings.eval_interval and len(history) % settings.eval_interval == 0:
@@ -113,12 +114,13 @@ def train(trainer: PPOTrainer, loader, iterations: int, runtime: Runtime, evalua
             record["eval"] = figures
             progress.write(f"ppo iteration {len(history)}: eval reward {figures['reward']:.4g}")
     progress.close()
-    return history, timings
+    return history, dict(timings), _throughput(work, timings, runtime, len(history))
 
 
 def _report(metrics: TrainingMetrics, record: dict, exp: Experience, spent: dict, sizes: tuple[int, int],
-            trainer: PPOTrainer, runtime: Runtime, done: int, total: int) -> None:
-    """Publish one iteration: progress, PPO health, and throughput per phase with FLOP estimates."""
+            trainer: PPOTrainer, runtime: Runtime, progress: tuple[int, int], work: dict) -> None:
+    """Publish one iteration (progress, PPO health, throughput per phase with FLOP estimates) and
+    add its tokens and FLOPs to `work`."""
     actor, critic = sizes
     world = runtime.world_size
     generated = exp.answer_mask.sum().item() * world  # tokens over all processes
@@ -130,14 +132,31 @@ def _report(metrics: TrainingMetrics, record: dict, exp: Experience, spent: dict
         "experience": forward_flops(2 * actor + 2 * critic, sequence),  # actor, reference, critic, reward
         "training": training_flops(actor, trained, recompute) + training_flops(critic, trained, recompute),
     }
-    metrics.progress(done, total)
-    metrics.throughput("generation", generated, spent["generation"], flops["generation"])
-    metrics.throughput("training", trained, spent["training"], flops["training"])
+    training_seconds = spent.get("actor_train", 0.0) + spent.get("critic_train", 0.0)
+    metrics.progress(*progress)
+    metrics.throughput("generation", generated, spent.get("generation", 0.0), flops["generation"])
+    metrics.throughput("training", trained, training_seconds, flops["training"])
     metrics.set("effective_tflops_per_device", sum(flops.values()) / max(sum(spent.values()), 1e-9) / world / 1e12)
     for name in ("reward_mean", "reward_std", "kl", "entropy", "clip_fraction", "response_length"):
         metrics.set(f"ppo_{name}", record[name])
     metrics.set("ppo_value_loss", record["critic_loss"])
     metrics.set("train_loss", record["actor_loss"])
+    work["generated"] += generated
+    work["trained"] += trained
+    work["flops"] += sum(flops.values())
+
+
+def _throughput(work: dict, timings: dict, runtime: Runtime, iterations: int) -> dict:
+    """Throughput over the whole PPO loop, as the step-3 benchmark reports it."""
+    total = sum(timings.values())
+    training = timings.get("actor_train", 0.0) + timings.get("critic_train", 0.0)
+    return {
+        "generation_tokens_per_second": work["generated"] / max(timings.get("generation", 0.0), 1e-9),
+        "training_tokens_per_second": work["trained"] / max(training, 1e-9),
+        "effective_tflops_per_device": work["flops"] / max(total, 1e-9) / runtime.world_size / 1e12,
+        "seconds_per_iteration": total / max(iterations, 1),
+        "peak_memory_mb": peak_memory_mb(runtime),
+    }
 
 
 def _update(trainer: PPOTrainer, experience: Experience, ptx, runtime: Runtime) -> list:
@@ -195,13 +214,6 @@ def _endless(loader):
         loader.sampler.set_epoch(epoch)
         yield from loader
         epoch += 1
-
-
-@contextlib.contextmanager
-def _timed(timings: dict, phase: str):
-    started = time.perf_counter()
-    yield
-    timings[phase] += time.perf_counter() - started
 
 
 def _save(engine: RLHFEngine, out_dir: Path, tokenizer, runtime: Runtime) -> None:
