@@ -77,8 +77,8 @@ def test_install_upgrade_and_uninstall_keep_the_crd_and_the_jobs(cluster):
     other = cluster.helm("install", "other", str(CHART), "--namespace", "other", "--create-namespace",
                          "--set", "fullnameOverride=other", check=False)
     assert other.returncode != 0 and "rlhfjobs.kuberlhf.io" in other.stderr
-    cluster.helm("install", "other", str(CHART), "--namespace", "other", "--set", "fullnameOverride=other",
-                 "--set", "crds.enabled=false")
+    cluster.helm("install", "other", str(CHART), "--namespace", "other", "--create-namespace",
+                 "--set", "fullnameOverride=other", "--set", "crds.enabled=false")
     cluster.helm("install", "kuberlhf", str(CHART), "--namespace", "kuberlhf")
     cluster.kubectl("get", "-n", "research", "rlhfjob", "opt-1-3b-single-gpu")
     for release, namespace in (("other", "other"), ("kuberlhf", "kuberlhf")):

@@ -49,6 +49,8 @@ def test_ppo_writes_actor_critic_and_ema_and_reports_its_figures(tmp_path, runti
     phases = {"generation", "actor_forward", "reference_forward", "critic_forward", "reward_forward",
               "actor_train", "critic_train"}
     assert set(summary["time_breakdown_seconds"]) == phases and all(summary["time_breakdown_seconds"].values())
+    for picture in ("training.png", "time_breakdown.png", "throughput.png"):
+        assert (out / picture).read_bytes().startswith(b"\x89PNG"), picture
     throughput = summary["throughput"]
     assert throughput["generation_tokens_per_second"] > 0 and throughput["training_tokens_per_second"] > 0
     assert throughput["effective_tflops_per_device"] > 0 and throughput["peak_memory_mb"] > 0

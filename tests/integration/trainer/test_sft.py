@@ -31,6 +31,7 @@ def test_sft_on_the_hh_sample_lowers_perplexity_and_saves_a_loadable_checkpoint(
     assert summary["eval_perplexity_after"] < 0.8 * summary["eval_perplexity_before"]
     assert json.loads((out / "summary.json").read_text())["eval_perplexity_after"] == summary["eval_perplexity_after"]
     assert (out / "model.safetensors").exists()
+    assert (out / "loss.png").read_bytes().startswith(b"\x89PNG"), "a picture of the loss curve"
     model = AutoModelForCausalLM.from_pretrained(out)
     tokenizer = AutoTokenizer.from_pretrained(out)
     ids = tokenizer("\n\nHuman: hello\n\nAssistant:", return_tensors="pt")["input_ids"]

@@ -8,7 +8,7 @@ The math lives in losses.py; this module only moves tensors between the models a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -24,13 +24,14 @@ from .experience import Experience
 
 @dataclass
 class TrainStats:
-    actor_loss: float = 0.0
-    critic_loss: float = 0.0
-    clip_fraction: float = 0.0
-    approx_kl: float = 0.0
-    entropy: float = 0.0
+    """One micro-batch update. The actor's figures stay None while the critic warms up alone."""
+
+    critic_loss: float
+    actor_loss: Optional[float] = None
+    clip_fraction: Optional[float] = None
+    approx_kl: Optional[float] = None
+    entropy: Optional[float] = None
     ptx_loss: Optional[float] = None
-    extra: dict = field(default_factory=dict)
 
 
 class PPOTrainer:

@@ -11,7 +11,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from .. import checkpoint
+from .. import checkpoint, plots
 from ..config import STEP_NAMES, RunConfig
 from ..engine import Runtime
 from ..metrics import TrainingMetrics, job_name
@@ -76,6 +76,7 @@ def run_step(step: str, config: RunConfig, runtime: Runtime, overwrite: bool = F
         "config": relevant,
     }
     if runtime.is_main:
+        plots.draw(step, summary, staging)
         checkpoint.write_json_atomic(staging / checkpoint.SUMMARY, summary)
         checkpoint.publish(staging, final)
     runtime.barrier()

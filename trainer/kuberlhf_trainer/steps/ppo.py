@@ -13,6 +13,7 @@ and the EMA actor in ppo/actor_ema/.
 from __future__ import annotations
 
 import math
+from typing import Optional
 from collections import defaultdict
 from pathlib import Path
 
@@ -188,7 +189,10 @@ def _reorder(exp: Experience, order: torch.Tensor) -> Experience:
 
 
 def _iteration_record(exp: Experience, stats: list, trainer: PPOTrainer) -> dict:
-    mean = lambda name: sum(getattr(s, name) for s in stats) / len(stats)  # noqa: E731
+    def mean(name: str) -> Optional[float]:
+        values = [getattr(s, name) for s in stats if getattr(s, name) is not None]
+        return sum(values) / len(values) if values else None
+
     kl = ((exp.logprobs - exp.ref_logprobs) * exp.answer_mask).sum(1)
     return {
         "reward_mean": exp.raw_scores.mean().item(),
@@ -200,7 +204,7 @@ def _iteration_record(exp: Experience, stats: list, trainer: PPOTrainer) -> dict
         "critic_loss": mean("critic_loss"),
         "clip_fraction": mean("clip_fraction"),
         "entropy": mean("entropy"),
-        "ptx_loss": mean("ptx_loss") if stats[0].ptx_loss is not None else None,
+        "ptx_loss": mean("ptx_loss"),
     }
 
 
