@@ -1,0 +1,9 @@
+"""Fixtures for the monitoring tests: the session's control plane (tests/integration/conftest.py),
+Prometheus (prometheus.py) and the dashboard's query side (grafana.py)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "unit" / "chart"))  # chart_helm
