@@ -7,10 +7,12 @@ labels; per-job detail lives in the RLHFJob's status and in the trainer's own me
 from __future__ import annotations
 
 import threading
+from typing import get_args
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from .api import Phase
+from .api import Phase, StageState
+from .names import CHILD_KINDS, STAGES
 
 PHASES: tuple[Phase, ...] = ("Pending", "Running", "Suspended", "Succeeded", "Failed")
 
@@ -68,7 +70,24 @@ class PhaseTracker:
         return {p: phases.count(p) for p in PHASES}
 
 
+TRIGGERS = ("rlhfjob", "child", "resync")
+
+
+def initialize() -> None:
+    """Create every known label combination at zero. A counter series that first appears at 1
+    shows no increase() or rate() for that first event, so without this a dashboard would miss
+    each stage's first transition and the first child of each kind."""
+    for stage in STAGES:
+        for state in get_args(StageState):
+            STAGE_TRANSITIONS.labels(stage=stage, state=state)
+    for _, kind, _ in CHILD_KINDS.values():
+        CHILDREN_CREATED.labels(kind=kind)
+    for trigger in TRIGGERS:
+        RECONCILE_DURATION.labels(trigger=trigger)
+
+
 def serve(port: int) -> None:
     """Expose /metrics on all interfaces (port 0: not at all)."""
     if port:
+        initialize()
         start_http_server(port)
