@@ -1,7 +1,7 @@
 """The chart and the static manifests against a real kube-apiserver: what an installer runs.
 
 helm lint; helm template accepted by the API server (server-side dry run); helm install, upgrade
-and uninstall; the examples against the CRD the chart installed; the kustomize install.
+and uninstall; the examples against the CRD the chart installed.
 """
 
 from __future__ import annotations
@@ -83,12 +83,3 @@ def test_install_upgrade_and_uninstall_keep_the_crd_and_the_jobs(cluster):
     cluster.kubectl("get", "-n", "research", "rlhfjob", "opt-1-3b-single-gpu")
     for release, namespace in (("other", "other"), ("kuberlhf", "kuberlhf")):
         cluster.helm("uninstall", release, "--namespace", namespace)
-
-def test_the_kustomize_install_is_accepted(cluster):
-    for directory in ("manifests/install", "manifests/install/monitoring"):
-        result = cluster.kubectl("apply", "--server-side", "--force-conflicts", "--dry-run=server",
-                                 "-k", str(REPO / directory), check=False)
-        assert result.returncode == 0, f"{directory}: {result.stderr}"
-    built = cluster.kubectl("kustomize", str(REPO / "manifests" / "install")).stdout
-    kinds = sorted(d["kind"] for d in yaml.safe_load_all(built) if d)
-    assert kinds.count("Namespace") == 1 and "Deployment" in kinds and "CustomResourceDefinition" in kinds
