@@ -9,7 +9,6 @@ would. Nothing runs pods here: the operator runs as a local process (tests/suppo
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -32,20 +31,6 @@ def cluster():
         yield cp
     finally:
         cp.stop()
-
-
-def token_kubeconfig(cp: ControlPlane, namespace: str, service_account: str, path: Path) -> Path:
-    """A kubeconfig that authenticates as a ServiceAccount, with a token from the TokenRequest API."""
-    token = cp.kubectl("create", "token", service_account, "-n", namespace, "--duration=1h").stdout.strip()
-    config = {
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "test", "cluster": {"server": cp.server, "certificate-authority": str(cp.certs["ca_crt"])}}],
-        "users": [{"name": service_account, "user": {"token": token}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "test", "user": service_account}}],
-        "current-context": "sa",
-    }
-    path.write_text(json.dumps(config))
-    return path
 
 
 @pytest.hookimpl(wrapper=True)

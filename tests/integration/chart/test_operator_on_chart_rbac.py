@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 from chart_helm import CHART
-from conftest import token_kubeconfig
+from chart_cluster import token_kubeconfig
 
 from tests.support.controlplane import free_port
 from tests.support.rlhfjobs import Cluster, manifest, wait_for
