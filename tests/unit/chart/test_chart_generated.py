@@ -74,3 +74,14 @@ def test_the_install_manifests_are_the_chart_rendered_with_defaults():
     assert {"CustomResourceDefinition", "Deployment", "ClusterRole", "ServiceAccount"} <= kinds
     monitoring = [d["kind"] for d in yaml.safe_load_all(generator().MONITORING.read_text()) if d]
     assert sorted(monitoring) == ["ConfigMap", "PodMonitor", "ServiceMonitor"]
+
+
+def test_chart_operator_and_example_images_carry_the_project_version():
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["version"] == chart["appVersion"] == project
+    for example in sorted((REPO / "manifests" / "examples").glob("*.yaml")):
+        image = yaml.safe_load(example.read_text())["spec"]["image"]
+        assert image == f"ghcr.io/kuberlhf/kuberlhf-trainer:{project}", example.name

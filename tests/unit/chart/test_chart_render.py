@@ -245,3 +245,15 @@ def test_the_dashboard_config_map_is_labelled_for_the_sidecar_and_embeds_the_das
     embedded = json.loads(config_map["data"]["kuberlhf.json"])
     assert embedded == json.loads((CHART / "dashboards" / "kuberlhf.json").read_text())
 
+
+
+def test_every_operator_setting_is_set_by_the_chart(defaults):
+    from kuberlhf_operator.settings import PREFIX, OperatorConfig
+
+    env = {e["name"] for e in operator_container(defaults)["env"]}
+    wanted = {PREFIX + name.upper() for name in OperatorConfig.model_fields}
+    assert wanted <= env, f"operator settings the chart cannot set: {sorted(wanted - env)}"
+    values = {"operator": {"resyncSeconds": 5, "workers": 4, "extraEnv": [{"name": "EXTRA", "value": "1"}]}}
+    env = {e["name"]: e["value"] for e in operator_container(render(values))["env"]}
+    assert OperatorConfig.from_env(env).model_dump() == {"resync_seconds": 5.0, "metrics_port": 8000, "workers": 4}
+    assert env["EXTRA"] == "1"
