@@ -167,3 +167,28 @@ def test_hadolint_passes():
     assert hadolint.exists(), "hadolint is missing: run hack/install-test-tools.sh"
     result = subprocess.run([str(hadolint), *map(str, DOCKERFILES.values())], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("image", sorted(DOCKERFILES))
+def test_every_package_a_dockerfile_names_is_pinned(image):
+    """`pip install NAME` in a RUN line: pinned, and at the tested version where the tests use it."""
+    from importlib.metadata import PackageNotFoundError
+
+    pinned = pins()
+    runs = " ".join(args for instruction, args in instructions(DOCKERFILES[image]) if instruction == "RUN")
+    named, installs = set(), 0
+    for command in runs.split("&&"):
+        words = shlex.split(command)
+        if "pip" not in " ".join(words[:1]) or "install" not in words:
+            continue
+        installs += 1
+        named |= {w.strip('"') for w in words[words.index("install") + 1:]
+                  if not w.startswith("-") and not w.endswith(".txt") and not w.startswith('".')
+                  and not w.startswith(".")}
+    assert installs, "no pip install found"
+    for name in sorted(named):
+        assert name.lower() in pinned, f"{image}: {name} is not pinned"
+        try:
+            assert version(name) == pinned[name.lower()], f"{name}: pinned {pinned[name.lower()]}, tests run {version(name)}"
+        except PackageNotFoundError:
+            pass  # only the image uses it (mpi4py)
