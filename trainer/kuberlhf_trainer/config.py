@@ -331,6 +331,19 @@ class PPOSettings(_Section):
     ptx: PTXSettings = Field(default_factory=PTXSettings, description="Pretraining-mix objective.")
 
 
+class CheckpointSettings(_Section):
+    """Checkpoints inside a step, so a preempted or crashed step resumes where it stopped."""
+
+    interval_steps: int = Field(
+        0, ge=0, description="Save every N optimizer steps (PPO: iterations); 0 saves by time only."
+    )
+    interval_minutes: float = Field(
+        30.0, ge=0, description="Save when this many minutes passed since the last save; 0 saves by steps only."
+    )
+    keep_last: int = Field(2, ge=1, description="Complete checkpoints kept; older ones go once a newer one is complete.")
+    resume: bool = Field(True, description="Resume a step from its latest complete checkpoint when one is there.")
+
+
 # --------------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------------
@@ -351,6 +364,9 @@ class RunConfig(_Section):
     sft: SFTSettings = Field(default_factory=SFTSettings, description="Step 1: supervised fine-tuning.")
     reward: RewardSettings = Field(default_factory=RewardSettings, description="Step 2: reward model training.")
     ppo: PPOSettings = Field(default_factory=PPOSettings, description="Step 3: RLHF with PPO.")
+    checkpoint: CheckpointSettings = Field(
+        default_factory=CheckpointSettings, description="Checkpoints inside each step (preemption, crashes)."
+    )
     steps: list[Literal["sft", "reward", "ppo"]] = Field(
         default_factory=lambda: list(STEP_NAMES), min_length=1, description="Which steps to run, in order."
     )

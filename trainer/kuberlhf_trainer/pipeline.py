@@ -49,11 +49,16 @@ def run_single_step(step: str, config: RunConfig, overwrite: bool) -> int:
     from .engine import init_runtime
     from .steps import run_step
 
+    from .resume import EXIT_PREEMPTED, Preempted
+
     try:
         runtime = init_runtime(config.device)
         run_step(step, config, runtime, overwrite)
     except user_errors() as error:
         return report_input_error(error)
+    except Preempted as stopped:
+        print(f"kuberlhf: {stopped}; run the step again to resume", file=sys.stderr)
+        return EXIT_PREEMPTED
     return 0
 
 

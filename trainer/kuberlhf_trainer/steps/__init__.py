@@ -15,6 +15,8 @@ from .. import checkpoint, plots
 from ..config import STEP_NAMES, RunConfig
 from ..engine import Runtime
 from ..metrics import TrainingMetrics, job_name
+from ..resume import StopSignal, checkpoint_dir
+from .common import StepContext
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +63,13 @@ def run_step(step: str, config: RunConfig, runtime: Runtime, overwrite: bool = F
     started = time.perf_counter()
     metrics = TrainingMetrics(job_name(config.output_dir), step, config.metrics_port,
                               serve=runtime.local_rank == 0, devices=runtime.world_size)
+    stop = StopSignal()
+    context = StepContext(config, runtime, staging, metrics, final, fingerprint, stop)
     try:
-        figures = step_function(step)(config, runtime, staging, metrics)
+        figures = step_function(step)(context)
     finally:
         metrics.close()
+        stop.restore()
     summary = {
         "step": step,
         "seconds": round(time.perf_counter() - started, 2),
@@ -79,8 +84,15 @@ def run_step(step: str, config: RunConfig, runtime: Runtime, overwrite: bool = F
         plots.draw(step, summary, staging)
         checkpoint.write_json_atomic(staging / checkpoint.SUMMARY, summary)
         checkpoint.publish(staging, final)
+        _remove_tree(checkpoint_dir(final))  # the step is done: its mid-step checkpoints are not needed
     runtime.barrier()
     return summary
+
+
+def _remove_tree(path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def describe_changes(old: dict, new: dict, prefix: str = "") -> list[str]:

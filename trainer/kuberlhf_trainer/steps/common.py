@@ -10,14 +10,32 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
 from .. import checkpoint, engine as ds
-from ..config import ModelSettings
+from ..config import ModelSettings, RunConfig
+from ..data.sampler import ResumableSampler
 from ..engine import Runtime
 from ..metrics import TrainingMetrics
+from ..resume import Checkpointer, StopSignal
 from ..models import apply_lora, is_lora_model
 from ..value_model import ValueModel, save_value_model
+
+
+@dataclass
+class StepContext:
+    """What a step function gets: the run, where it runs, where it writes, what it reports."""
+
+    config: RunConfig
+    runtime: Runtime
+    out_dir: Path  # the staging directory the step writes its outputs into
+    metrics: TrainingMetrics
+    step_dir: Path  # where the outputs end up (its checkpoints live beside it)
+    fingerprint: str  # of the configuration the step's result depends on
+    stop: Optional[StopSignal] = None
+
+    def checkpointer(self, engines: dict) -> Checkpointer:
+        return Checkpointer(self.config.checkpoint, self.step_dir, engines, self.runtime, self.fingerprint, self.stop)
 
 
 class StepInputError(RuntimeError):
@@ -25,12 +43,13 @@ class StepInputError(RuntimeError):
 
 
 def make_loader(examples: list, batch_size: int, collate: Callable, pad_id: int, runtime: Runtime, shuffle: bool, seed: int):
-    """A loader that gives each process its own shard (same length on every process, which
-    ZeRO-3's collective parameter gathering needs)."""
-    sampler = DistributedSampler(
-        examples, num_replicas=runtime.world_size, rank=runtime.rank, shuffle=shuffle, seed=seed
-    )
-    return DataLoader(examples, batch_size=batch_size, sampler=sampler, collate_fn=functools.partial(collate, pad_id=pad_id))
+    """A loader that gives each process its own share (the same number of batches on every
+    process, which ZeRO-3's collective parameter gathering needs), resumable mid-epoch."""
+    sampler = ResumableSampler(len(examples), runtime.world_size, runtime.rank, shuffle, seed)
+    # Its own generator: starting an iterator draws a seed, and drawing it from the global RNG
+    # would make sampling after a resume differ from an uninterrupted run.
+    return DataLoader(examples, batch_size=batch_size, sampler=sampler, collate_fn=functools.partial(collate, pad_id=pad_id),
+                      generator=torch.Generator().manual_seed(seed))
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -92,14 +111,23 @@ def _merged(module, state: dict, settings: ModelSettings, build_base: Callable):
 
 
 def train_loop(engine, loader, loss_fn: Callable, settings, total_steps: int, runtime: Runtime, name: str,
-               metrics: TrainingMetrics, evaluate: Optional[Callable[[], str]] = None) -> dict:
+               metrics: TrainingMetrics, evaluate: Optional[Callable[[], str]] = None,
+               checkpointer: Optional[Checkpointer] = None, resume: Optional[dict] = None,
+               extra_state: Optional[dict] = None) -> dict:
     """The optimisation loop of steps 1 and 2: forward (`loss_fn(batch)`), backward, and a
     DeepSpeed step that applies the update every `gradient_accumulation_steps` micro-batches.
-    Returns the mean loss per optimizer step and the throughput."""
-    progress = Progress(total_steps, name, runtime)
-    losses, window, steps, tokens, step_started = [], [], 0, 0, time.perf_counter()
-    for epoch in range(settings.num_train_epochs):
-        loader.sampler.set_epoch(epoch)
+
+    After every optimizer step the checkpointer may save (at its interval, or on SIGTERM, then
+    raising Preempted); `resume` is the loop state of the checkpoint resumed from, and
+    `extra_state` is saved with it. Returns the mean loss per optimizer step and the throughput."""
+    state = resume or {"steps": 0, "epoch": 0, "consumed": 0, "losses": []}
+    steps, losses = state["steps"], list(state["losses"])
+    progress = Progress(total_steps, name, runtime, initial=steps)
+    window, tokens, step_started = [], 0, time.perf_counter()
+    for epoch in range(state["epoch"], settings.num_train_epochs):
+        if steps >= total_steps:
+            break
+        loader.sampler.resume_at(epoch, state["consumed"] if epoch == state["epoch"] else 0)
         for batch in loader:
             batch = to_device(batch, runtime.device)
             loss = loss_fn(batch)
@@ -116,10 +144,11 @@ def train_loop(engine, loader, loss_fn: Callable, settings, total_steps: int, ru
             window, tokens, step_started = [], 0, time.perf_counter()
             if evaluate and settings.eval_interval and steps % settings.eval_interval == 0:
                 progress.write(f"{name} step {steps}: {evaluate()}")
+            if checkpointer is not None and steps < total_steps:
+                position = {"steps": steps, "epoch": epoch, "consumed": loader.sampler.consumed(), "losses": losses}
+                checkpointer.after_step(steps, lambda: position | (extra_state or {}))
             if steps >= total_steps:
                 break
-        if steps >= total_steps:
-            break
     progress.close()
     return {"steps": steps, "losses": losses, "tokens_per_second": progress.tokens_per_second}
 
@@ -127,10 +156,10 @@ def train_loop(engine, loader, loss_fn: Callable, settings, total_steps: int, ru
 class Progress:
     """A progress bar on rank 0 with the loss and throughput (tokens/s over all processes)."""
 
-    def __init__(self, total: int, description: str, runtime: Runtime):
+    def __init__(self, total: int, description: str, runtime: Runtime, initial: int = 0):
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=total, desc=description, disable=not runtime.is_main, dynamic_ncols=True)
+        self.bar = tqdm(total=total, initial=initial, desc=description, disable=not runtime.is_main, dynamic_ncols=True)
         self.started = time.perf_counter()
         self.tokens = 0
 

@@ -53,6 +53,7 @@ def labelled_policy_pairs(config: RunConfig, runtime: Runtime, tokenizer) -> Pol
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(sft_dir).to(runtime.device)
+    torch.manual_seed(config.seed + runtime.rank)  # the same samples again when a resumed step redoes this
     sampling = GenerationSettings(temperature=config.reward.policy_sample_temperature, top_k=0, top_p=1.0)
     result, scores = PolicyPairs(), []
     for name, names in prompts.items():

@@ -13,9 +13,10 @@ and the EMA actor in ppo/actor_ema/.
 from __future__ import annotations
 
 import math
-from typing import Optional
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -30,10 +31,11 @@ from ..rlhf.engine import RLHFEngine
 from ..rlhf.evaluation import evaluate_policy
 from ..rlhf.experience import Experience
 from ..rlhf.trainer import PPOTrainer
-from .common import Progress, StepInputError, make_loader, save_model, to_device
+from .common import Progress, StepContext, StepInputError, make_loader, save_model, to_device
 
 
-def run(config: RunConfig, runtime: Runtime, out_dir: Path, metrics: TrainingMetrics) -> dict:
+def run(ctx: StepContext) -> dict:
+    config, runtime, metrics, out_dir = ctx.config, ctx.runtime, ctx.metrics, ctx.out_dir
     ppo = config.ppo
     actor_dir, reward_dir = _require_checkpoint(config.ppo_actor_start, "sft"), _require_checkpoint(config.ppo_reward_start, "reward")
     tokenizer = load_tokenizer(actor_dir, "ppo.actor_checkpoint")
@@ -55,8 +57,15 @@ def run(config: RunConfig, runtime: Runtime, out_dir: Path, metrics: TrainingMet
     evaluate = lambda: evaluate_policy(trainer, eval_prompts, runtime)  # noqa: E731
 
     ptx = _ptx_batches(config, tokenizer, runtime)
-    before = evaluate()
-    history, timings, throughput = train(trainer, loader, iterations, runtime, evaluate, metrics, ptx)
+    checkpointer = ctx.checkpointer({"actor": engine.actor.engine, "critic": engine.critic.engine})
+    loop = LoopState(prompts=BatchStream(loader), ptx=ptx)
+    resumed = checkpointer.load_latest()
+    if resumed:
+        loop.restore(resumed, trainer)
+    before = resumed["before"] if resumed else evaluate()  # measured once, before any training
+    train(trainer, loop, iterations, runtime, evaluate, metrics, checkpointer, {"before": before})
+    history, timings = loop.history, dict(loop.timings)
+    throughput = _throughput(loop.work, loop.timings, runtime, len(history))
     after = evaluate()
     after_ema = None
     if engine.ema is not None:
@@ -79,43 +88,101 @@ def _iterations(prompt_batches: int, ppo) -> int:
     return min(total, ppo.max_steps) if ppo.max_steps else total
 
 
-def train(trainer: PPOTrainer, loader, iterations: int, runtime: Runtime, evaluate, metrics: TrainingMetrics,
-          ptx=None) -> tuple[list[dict], dict, dict]:
-    """The PPO loop. Returns one record of figures per iteration, the seconds spent per phase
-    (evaluation excluded) and the run's throughput. `ptx` yields pretraining batches (one per
-    PPO micro-batch) when the ptx objective is on."""
+@dataclass
+class LoopState:
+    """Everything the PPO loop carries from one iteration to the next (and through a checkpoint)."""
+
+    prompts: "BatchStream"
+    ptx: Optional["BatchStream"] = None
+    history: list = field(default_factory=list)  # one record of figures per iteration
+    timings: dict = field(default_factory=lambda: defaultdict(float))  # seconds per phase, evaluation excluded
+    work: dict = field(default_factory=lambda: defaultdict(float))  # tokens and FLOPs over all iterations
+
+    def checkpoint(self, trainer: PPOTrainer, extra: dict) -> dict:
+        ema = trainer.engine.ema
+        return {
+            "history": self.history, "timings": dict(self.timings), "work": dict(self.work),
+            "prompts": self.prompts.position(), "ptx": self.ptx.position() if self.ptx else None,
+            "kl_coef": trainer.kl.coef, "trainer_iteration": trainer.iteration,
+            "ema": [t.clone() for t in ema.shadow] if ema is not None else None, **extra,
+        }
+
+    def restore(self, state: dict, trainer: PPOTrainer) -> None:
+        self.history = state["history"]
+        self.timings.update(state["timings"])
+        self.work.update(state["work"])
+        self.prompts.seek(*state["prompts"])
+        if self.ptx is not None and state["ptx"] is not None:
+            self.ptx.seek(*state["ptx"])
+        trainer.kl.coef, trainer.iteration = state["kl_coef"], state["trainer_iteration"]
+        if trainer.engine.ema is not None and state["ema"] is not None:
+            for shadow, saved in zip(trainer.engine.ema.shadow, state["ema"]):
+                shadow.copy_(saved)
+
+
+class BatchStream:
+    """Batches epoch after epoch, knowing its position: (epoch, examples of the epoch consumed)."""
+
+    def __init__(self, loader):
+        self.loader = loader
+        self.epoch, self._batches = 0, None
+        loader.sampler.resume_at(0, 0)
+
+    def position(self) -> tuple[int, int]:
+        return self.epoch, self.loader.sampler.consumed()
+
+    def seek(self, epoch: int, consumed: int) -> None:
+        self.epoch, self._batches = epoch, None
+        self.loader.sampler.resume_at(epoch, consumed)
+
+    def __next__(self):
+        while True:
+            if self._batches is None:
+                self._batches = iter(self.loader)
+            batch = next(self._batches, None)
+            if batch is not None:
+                return batch
+            self.seek(self.epoch + 1, 0)
+
+    def __iter__(self):
+        return self
+
+
+def train(trainer: PPOTrainer, loop: LoopState, iterations: int, runtime: Runtime, evaluate, metrics: TrainingMetrics,
+          checkpointer=None, extra_state: Optional[dict] = None) -> None:
+    """The PPO loop, from wherever `loop` stands to `iterations`. After each iteration the
+    checkpointer may save (at its interval, or on SIGTERM, then raising Preempted)."""
     settings = trainer.settings
-    progress = Progress(iterations, "ppo", runtime)
-    timings: dict[str, float] = defaultdict(float)
-    work: dict[str, float] = defaultdict(float)  # tokens and FLOPs over all iterations
-    history, buffer = [], []
-    batches = _endless(loader)
+    progress = Progress(iterations, "ppo", runtime, initial=len(loop.history))
+    buffer = []
     sizes = (count_parameters(trainer.engine.actor.engine.module)[0], count_parameters(trainer.engine.critic.engine.module)[0])
-    while len(history) < iterations:
+    while len(loop.history) < iterations:
         if not buffer:
             clock = dict(trainer.timer.seconds)
-        batch = to_device(next(batches), runtime.device)
+        batch = to_device(next(loop.prompts), runtime.device)
         rollout = trainer.generate_sequences(*_repeat(batch, settings.samples_per_prompt))
         buffer.append(trainer.make_experience(rollout))
         if len(buffer) < settings.generation_batches:
             continue
         experience, buffer = Experience.concat(buffer), []
-        stats = _update(trainer, experience, ptx, runtime)
+        stats = _update(trainer, experience, loop.ptx, runtime)
         record = _iteration_record(experience, stats, trainer)
         trainer.end_iteration(record["kl"], len(experience))
-        history.append(record)
+        loop.history.append(record)
+        done = len(loop.history)
         spent = {phase: seconds - clock.get(phase, 0.0) for phase, seconds in trainer.timer.seconds.items()}
         for phase, seconds in spent.items():
-            timings[phase] += seconds
-        _report(metrics, record, experience, spent, sizes, trainer, runtime, (len(history), iterations), work)
+            loop.timings[phase] += seconds
+        _report(metrics, record, experience, spent, sizes, trainer, runtime, (done, iterations), loop.work)
         progress.update(int(experience.attention_mask.sum()) * runtime.world_size,
                         reward=record["reward_mean"], kl=record["kl"])
-        if settings.eval_interval and len(history) % settings.eval_interval == 0:
+        if settings.eval_interval and done % settings.eval_interval == 0:
             figures = evaluate()
             record["eval"] = figures
-            progress.write(f"ppo iteration {len(history)}: eval reward {figures['reward']:.4g}")
+            progress.write(f"ppo iteration {done}: eval reward {figures['reward']:.4g}")
+        if checkpointer is not None and done < iterations:
+            checkpointer.after_step(done, lambda: loop.checkpoint(trainer, extra_state or {}))
     progress.close()
-    return history, dict(timings), _throughput(work, timings, runtime, len(history))
 
 
 def _report(metrics: TrainingMetrics, record: dict, exp: Experience, spent: dict, sizes: tuple[int, int],
@@ -171,7 +238,7 @@ def _update(trainer: PPOTrainer, experience: Experience, ptx, runtime: Runtime) 
     return stats
 
 
-def _ptx_batches(config: RunConfig, tokenizer, runtime: Runtime):
+def _ptx_batches(config: RunConfig, tokenizer, runtime: Runtime) -> Optional[BatchStream]:
     """Endless pretraining batches for PPO-ptx, or None when ppo.ptx.dataset is unset."""
     ptx = config.ppo.ptx
     if not ptx.dataset:
@@ -180,7 +247,7 @@ def _ptx_batches(config: RunConfig, tokenizer, runtime: Runtime):
     blocks = text_blocks(load_texts(ptx.dataset, ptx.dataset_config), tokenizer, block)
     loader = make_loader(blocks, config.ppo.per_device_training_batch_size, collate_blocks, tokenizer.pad_token_id,
                          runtime, True, config.seed)
-    return _endless(loader)
+    return BatchStream(loader)
 
 
 def _reorder(exp: Experience, order: torch.Tensor) -> Experience:
@@ -210,14 +277,6 @@ def _iteration_record(exp: Experience, stats: list, trainer: PPOTrainer) -> dict
 
 def _repeat(batch: dict, times: int) -> tuple[torch.Tensor, torch.Tensor]:
     return batch["input_ids"].repeat_interleave(times, 0), batch["attention_mask"].repeat_interleave(times, 0)
-
-
-def _endless(loader):
-    epoch = 0
-    while True:
-        loader.sampler.set_epoch(epoch)
-        yield from loader
-        epoch += 1
 
 
 def _save(engine: RLHFEngine, out_dir: Path, tokenizer, runtime: Runtime) -> None:

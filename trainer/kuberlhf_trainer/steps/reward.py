@@ -8,7 +8,6 @@ mistakes ranks the policy's real mistakes near chance, and PPO then learns to fo
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import torch
 
@@ -17,15 +16,15 @@ from ..config import RunConfig
 from ..data.prepare import step_examples
 from ..data.tokenize import collate_pairs
 from ..engine import Runtime
-from ..metrics import TrainingMetrics
 from ..losses import pairwise_ranking_loss, tokenwise_ranking_loss
 from ..models import count_parameters, load_pretrained, model_config, tokenizer_for, zero3_loading
 from ..value_model import ValueModel, scores_at
-from .common import StepInputError, make_loader, make_trainable, save_model, to_device, train_loop
+from .common import StepContext, StepInputError, make_loader, make_trainable, save_model, to_device, train_loop
 from .policy_pairs import labelled_policy_pairs
 
 
-def run(config: RunConfig, runtime: Runtime, out_dir: Path, metrics: TrainingMetrics) -> dict:
+def run(ctx: StepContext) -> dict:
+    config, runtime, metrics, out_dir = ctx.config, ctx.runtime, ctx.metrics, ctx.out_dir
     settings, model_settings = config.reward, _backbone_settings(config)
     tokenizer = tokenizer_for(model_settings, "reward_model")
     data = step_examples(config, "reward", tokenizer, runtime.barrier, is_builder=runtime.local_rank == 0)
@@ -57,10 +56,12 @@ def run(config: RunConfig, runtime: Runtime, out_dir: Path, metrics: TrainingMet
     )
     engine = trained.engine
     evaluate = lambda name: evaluate_pairs(engine, eval_loaders[name], settings.eval_iters, runtime)  # noqa: E731
-    before = evaluate("eval")
+    checkpointer = ctx.checkpointer({"model": engine})
+    resumed = checkpointer.load_latest()
+    before = resumed["eval_before"] if resumed else evaluate("eval")  # measured once, before any training
     loss_fn = lambda batch: ranking_loss(engine, batch, settings.loss)  # noqa: E731
     curve = train_loop(engine, loader, loss_fn, settings, total_steps, runtime, "reward", metrics,
-                       lambda: _describe(evaluate("eval")))
+                       lambda: _describe(evaluate("eval")), checkpointer, resumed, {"eval_before": before})
     after, on_samples = evaluate("eval"), evaluate("sft_samples")
 
     save_model(trained, out_dir, lambda: _auto_model().from_config(model_config(model_settings, tokenizer, "reward_model")), runtime)

@@ -8,21 +8,19 @@ measure perplexity again; save a Hugging Face checkpoint. Returns the step's sum
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
 
 from .. import engine as ds
-from ..config import RunConfig
 from ..data.prepare import step_examples
 from ..data.tokenize import IGNORE_INDEX, collate_sft
 from ..engine import Runtime
-from ..metrics import TrainingMetrics
 from ..models import count_parameters, load_causal_lm, model_config, tokenizer_for, zero3_loading
-from .common import StepInputError, make_loader, make_trainable, save_model, to_device, train_loop
+from .common import StepContext, StepInputError, make_loader, make_trainable, save_model, to_device, train_loop
 
 
-def run(config: RunConfig, runtime: Runtime, out_dir: Path, metrics: TrainingMetrics) -> dict:
+def run(ctx: StepContext) -> dict:
+    config, runtime, metrics = ctx.config, ctx.runtime, ctx.metrics
     settings, model_settings = config.sft, config.actor_model
     tokenizer = tokenizer_for(model_settings, "actor_model")
     data = step_examples(config, "sft", tokenizer, runtime.barrier, is_builder=runtime.local_rank == 0)
@@ -54,17 +52,21 @@ def run(config: RunConfig, runtime: Runtime, out_dir: Path, metrics: TrainingMet
     engine = trained.engine
 
     evaluate = lambda: evaluate_perplexity(engine, eval_loader, settings.eval_iters, runtime)  # noqa: E731
-    perplexity_before = evaluate()
+    checkpointer = ctx.checkpointer({"model": engine})
+    resumed = checkpointer.load_latest()
+    # Measured once, before any training: a resumed step keeps the figure from its first start.
+    perplexity_before = resumed["perplexity_before"] if resumed else evaluate()
     curve = train_loop(
         engine, train_loader, lambda batch: engine(**batch, use_cache=False).loss, settings, total_steps, runtime,
         "sft", metrics, lambda: f"eval perplexity {evaluate():.4g}",
+        checkpointer, resumed, {"perplexity_before": perplexity_before},
     )
     perplexity_after = evaluate()
 
     build_base = lambda: load_base_for_merge(model_settings, tokenizer)  # noqa: E731
-    save_model(trained, out_dir, build_base, runtime)
+    save_model(trained, ctx.out_dir, build_base, runtime)
     if runtime.is_main:
-        tokenizer.save_pretrained(out_dir)
+        tokenizer.save_pretrained(ctx.out_dir)
     return {
         "eval_perplexity_before": perplexity_before,
         "eval_perplexity_after": perplexity_after,

@@ -1,0 +1,178 @@
+"""Checkpoints inside a step: saved at intervals and on SIGTERM, resumed after a restart.
+
+A pod being preempted gets SIGTERM and a grace period. The handler only sets a flag; the
+training loops look at it after every optimizer step (all processes agree on it through one
+all-reduce), save a checkpoint and leave with exit code 143, which the launcher treats as
+retryable (PyTorchJob's ExitCode policy retries 128-255). On restart the step resumes from its
+latest complete checkpoint: model, optimizer and scheduler (DeepSpeed's own checkpoint), the
+position in the data, every process's random-number generators and the loop's own state
+(curves, the figures measured before training, EMA weights, the KL coefficient).
+
+Layout: <output_dir>/.<step>.checkpoints/
+  <engine>/<tag>/...           DeepSpeed checkpoint of each engine (actor, critic, model)
+  <tag>.rng-rank<r>.pt         each process's RNG states
+  <tag>.state.pt               the loop's state (written by rank 0)
+  <tag>.done                   written last: only tags with it are complete
+A crash in the middle of a save leaves no `.done`, so the previous checkpoint is the one used.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .config import CheckpointSettings
+from .engine import Runtime
+
+log = logging.getLogger(__name__)
+EXIT_PREEMPTED = 143  # 128 + SIGTERM: "try again" to PyTorchJob's ExitCode restart policy
+
+
+class Preempted(Exception):
+    """SIGTERM arrived and the step saved a checkpoint: leave, and be restarted."""
+
+
+class StopSignal:
+    """SIGTERM as a flag the training loops read at optimizer-step boundaries."""
+
+    def __init__(self):
+        self.received = False
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.received = True
+
+    def restore(self) -> None:
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+def checkpoint_dir(step_dir: Path) -> Path:
+    return step_dir.parent / f".{step_dir.name}.checkpoints"
+
+
+class Checkpointer:
+    """Save and load one step's checkpoints. `engines` maps a name to a DeepSpeed engine."""
+
+    def __init__(self, settings: CheckpointSettings, step_dir: Path, engines: dict, runtime: Runtime,
+                 fingerprint: str, stop: Optional[StopSignal] = None):
+        self.settings, self.engines, self.runtime = settings, engines, runtime
+        self.directory, self.fingerprint, self.stop = checkpoint_dir(step_dir), fingerprint, stop
+        self.last_save = time.monotonic()
+
+    # -- saving ----------------------------------------------------------------------------------
+
+    def after_step(self, steps_done: int, state_fn) -> None:
+        """Call after every optimizer step: save when due, and on SIGTERM save and raise Preempted.
+        `state_fn()` gives the loop's state (a dict of plain values and tensors)."""
+        # One all-reduce for both questions: every process must decide alike (saving is collective).
+        stop, due = self.runtime.sum([float(self.stop is not None and self.stop.received), float(self._due(steps_done))])
+        if stop or due:
+            self.save(steps_done, state_fn())
+        if stop:
+            raise Preempted(f"stopped by SIGTERM after step {steps_done}; checkpoint saved in {self.directory}")
+
+    def _due(self, steps_done: int) -> bool:
+        by_steps = self.settings.interval_steps and steps_done % self.settings.interval_steps == 0
+        minutes = self.settings.interval_minutes
+        by_time = minutes and time.monotonic() - self.last_save >= 60 * minutes
+        return bool(by_steps or (by_time and self.runtime.is_main))  # rank 0's clock decides the time
+
+    def save(self, steps_done: int, state: dict) -> None:
+        tag = f"step-{steps_done:08d}"
+        for name, engine in self.engines.items():
+            engine.save_checkpoint(str(self.directory / name), tag=tag, save_latest=False)
+        torch.save(_rng_state(), self.directory / f"{tag}.rng-rank{self.runtime.rank}.pt")
+        self.runtime.barrier()
+        if self.runtime.is_main:
+            torch.save({"fingerprint": self.fingerprint, "world_size": self.runtime.world_size, **state},
+                       self.directory / f"{tag}.state.pt")
+            _write_atomic(self.directory / f"{tag}.done", tag)
+            self._prune()
+        self.runtime.barrier()
+        self.last_save = time.monotonic()
+        if self.runtime.is_main:
+            log.info("Saved checkpoint %s of step %s", tag, self.directory.name)
+
+    def _prune(self) -> None:
+        """Keep the newest `keep_last` complete checkpoints; drop older ones and half-written leftovers."""
+        complete = self.complete_tags()
+        keep = set(complete[-self.settings.keep_last :])
+        newest = complete[-1]
+        for path in self.directory.iterdir():
+            tag = path.name.split(".")[0]
+            if tag.startswith("step-") and tag not in keep and tag < newest:
+                _remove(path)
+        for name in self.engines:
+            for path in (self.directory / name).glob("step-*"):
+                if path.name not in keep and path.name < newest:
+                    _remove(path)
+
+    # -- loading ---------------------------------------------------------------------------------
+
+    def complete_tags(self) -> list[str]:
+        if not self.directory.exists():
+            return []
+        return sorted(p.name.removesuffix(".done") for p in self.directory.glob("step-*.done"))
+
+    def load_latest(self) -> Optional[dict]:
+        """Restore the newest complete checkpoint made with this configuration; its loop state, or None."""
+        tags = self.complete_tags() if self.settings.resume else []
+        if not tags:
+            return None
+        tag = tags[-1]
+        state = torch.load(self.directory / f"{tag}.state.pt", weights_only=False)
+        if state.pop("fingerprint") != self.fingerprint:
+            log.warning("Ignored checkpoint %s: it was made with another configuration", tag)
+            return None
+        for name, engine in self.engines.items():
+            path, _ = engine.load_checkpoint(str(self.directory / name), tag=tag)
+            if path is None:
+                raise RuntimeError(f"checkpoint {self.directory / name / tag} could not be loaded")
+        rng_file = self.directory / f"{tag}.rng-rank{self.runtime.rank}.pt"
+        if state.get("world_size") == self.runtime.world_size and rng_file.exists():
+            _set_rng_state(torch.load(rng_file, weights_only=False))
+        if self.runtime.is_main:
+            log.info("Resumed step %s from checkpoint %s", self.directory.name, tag)
+        return state
+
+    def discard(self) -> None:
+        """After the step's output is published: its checkpoints are no longer needed."""
+        if self.runtime.is_main:
+            _remove(self.directory)
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
