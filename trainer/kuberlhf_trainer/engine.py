@@ -106,6 +106,7 @@ def deepspeed_config(
     gradient_clipping: float = 0.0,
     zero_stage: Optional[int] = None,
     offload: Optional[bool] = None,
+    load_universal: bool = False,
 ) -> dict:
     """DeepSpeed's config for one model. `zero_stage`/`offload` override the model's settings
     (frozen models in step 3 follow their trainable counterpart's stage)."""
@@ -134,6 +135,8 @@ def deepspeed_config(
     }
     if gradient_clipping > 0:
         config["gradient_clipping"] = gradient_clipping
+    if load_universal:  # resuming a checkpoint written by another number of processes
+        config["checkpoint"] = {"load_universal": True}
     return config
 
 

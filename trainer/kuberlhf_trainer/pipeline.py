@@ -29,9 +29,9 @@ def user_errors() -> tuple[type[Exception], ...]:
     from .data.records import DataFormatError
     from .models import ModelLoadError
     from .steps import StaleOutputError
-    from .steps.common import StepInputError
+    from .steps.common import NonFiniteLossError, StepInputError
 
-    return (ConfigError, DataFormatError, ModelLoadError, StaleOutputError, StepInputError)
+    return (ConfigError, DataFormatError, ModelLoadError, StaleOutputError, StepInputError, NonFiniteLossError)
 
 
 def quiet_libraries() -> None:
@@ -70,7 +70,8 @@ def report_input_error(error: Exception) -> int:
     path = os.environ.get("KUBERLHF_TERMINATION_LOG")
     if path:
         reason = {"ConfigError": "InvalidConfig", "DataFormatError": "InvalidData", "ModelLoadError": "ModelLoadFailed",
-                  "StaleOutputError": "StaleOutput", "StepInputError": "MissingInput"}.get(type(error).__name__, "InvalidInput")
+                  "StaleOutputError": "StaleOutput", "StepInputError": "MissingInput",
+                  "NonFiniteLossError": "TrainingDiverged"}.get(type(error).__name__, "InvalidInput")
         record = {"reason": reason, "message": str(error)[:TERMINATION_MESSAGE_LIMIT], "retryable": False}
         try:
             with open(path, "w") as file:

@@ -23,6 +23,8 @@ import os
 import random
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -35,6 +37,7 @@ from .engine import Runtime
 
 log = logging.getLogger(__name__)
 EXIT_PREEMPTED = 143  # 128 + SIGTERM: "try again" to PyTorchJob's ExitCode restart policy
+
 
 
 class Preempted(Exception):
@@ -89,7 +92,9 @@ class Checkpointer:
     def save(self, steps_done: int, state: dict) -> None:
         tag = f"step-{steps_done:08d}"
         for name, engine in self.engines.items():
-            engine.save_checkpoint(str(self.directory / name), tag=tag, save_latest=False)
+            # The universal-checkpoint marker lets DeepSpeed re-partition this checkpoint for
+            # another number of processes (see load_latest).
+            engine.save_checkpoint(str(self.directory / name), tag=tag, save_latest=False, client_state=_universal_info())
         torch.save(_rng_state(), self.directory / f"{tag}.rng-rank{self.runtime.rank}.pt")
         self.runtime.barrier()
         if self.runtime.is_main:
@@ -134,7 +139,10 @@ class Checkpointer:
             log.warning("Ignored checkpoint %s: it was made with another configuration", tag)
             return None
         for name, engine in self.engines.items():
-            path, _ = engine.load_checkpoint(str(self.directory / name), tag=tag)
+            load_tag = tag
+            if state.get("world_size") != self.runtime.world_size and engine.zero_optimization_stage() > 0:
+                load_tag = self._universal(name, tag)
+            path, _ = engine.load_checkpoint(str(self.directory / name), tag=load_tag)
             if path is None:
                 raise RuntimeError(f"checkpoint {self.directory / name / tag} could not be loaded")
         rng_file = self.directory / f"{tag}.rng-rank{self.runtime.rank}.pt"
@@ -144,10 +152,46 @@ class Checkpointer:
             log.info("Resumed step %s from checkpoint %s", self.directory.name, tag)
         return state
 
+    def _universal(self, engine_name: str, tag: str) -> str:
+        """ZeRO partitions optimizer state by process; for another number of processes the
+        checkpoint is converted once (by rank 0) into DeepSpeed's universal format. The engine
+        must have been built with `load_universal` (see `saved_world_size`)."""
+        universal = f"{tag}_universal"
+        source, target = self.directory / engine_name / tag, self.directory / engine_name / universal
+        if self.runtime.is_main and not target.exists():
+            log.info("Converting checkpoint %s/%s to DeepSpeed's universal format", engine_name, tag)
+            # A clean environment: the converter is not one of this job's distributed processes.
+            env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT")}
+            result = subprocess.run(
+                [sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder", str(source),
+                 "--output_folder", str(target), "--inject_missing_state"], capture_output=True, text=True, env=env,
+            )
+            if result.returncode != 0:
+                raise RuntimeError(f"converting {source} to DeepSpeed's universal checkpoint failed:\n{result.stderr[-2000:]}")
+        self.runtime.barrier()
+        return universal
+
     def discard(self) -> None:
         """After the step's output is published: its checkpoints are no longer needed."""
         if self.runtime.is_main:
             _remove(self.directory)
+
+
+def saved_world_size(settings: CheckpointSettings, step_dir: Path) -> Optional[int]:
+    """The number of processes that wrote the checkpoint a restart would resume from (None:
+    nothing to resume). A step compares it with its own to build its DeepSpeed engines with
+    `load_universal` when they differ."""
+    checkpoints = sorted(checkpoint_dir(step_dir).glob("step-*.done")) if settings.resume else []
+    if not checkpoints:
+        return None
+    tag = checkpoints[-1].name.removesuffix(".done")
+    return torch.load(checkpoint_dir(step_dir) / f"{tag}.state.pt", weights_only=False).get("world_size")
+
+
+def _universal_info() -> dict:
+    from deepspeed.checkpoint import constants
+
+    return {constants.UNIVERSAL_CHECKPOINT_INFO: {constants.UNIVERSAL_CHECKPOINT_VERSION_KEY: constants.UNIVERSAL_CHECKPOINT_VERSION_VALUE}}
 
 
 def _rng_state() -> dict:

@@ -117,3 +117,41 @@ def test_a_pipeline_killed_at_random_points_ends_as_an_uninterrupted_one(tmp_pat
     ours, theirs = (json.loads((d / "ppo" / "summary.json").read_text()) for d in (out, ref))
     assert [r["reward_mean"] for r in ours["history"]] == [r["reward_mean"] for r in theirs["history"]]
     print(f"interruptions survived: {interruptions}")
+
+
+def test_a_one_process_checkpoint_resumes_on_two_processes(tmp_path):
+    """ZeRO partitions optimizer state per process: the checkpoint is converted to DeepSpeed's
+    universal format and re-partitioned; the examples not yet trained are dealt to both."""
+    one = _write(tmp_path, actor_model__zero_stage=2, **SFT)
+    process = _start(one, "step", "sft")
+    _wait_for(".sft.checkpoints/step-*.done", tmp_path / "out", process)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == EXIT_PREEMPTED
+    kept = sorted((tmp_path / "out" / ".sft.checkpoints").glob("step-*.done"))[-1].name
+    interrupted_at = int(kept.removeprefix("step-").removesuffix(".done"))
+
+    two = tmp_path / "two.yaml"
+    two.write_text(one.read_text().replace("deployment_type: single_gpu", "deployment_type: single_node")
+                   .replace("nproc_per_node: null", "nproc_per_node: 2"))
+    result = subprocess.run([sys.executable, "-m", "kuberlhf_trainer", "train", "--config", str(two), "--step", "1"],
+                            env=cli_env(), capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "universal format" in result.stderr
+    summary = json.loads((tmp_path / "out" / "sft" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and len(summary["loss_curve"]) == SFT["sft__max_steps"]
+    assert interrupted_at < SFT["sft__max_steps"]
+    assert summary["eval_perplexity_after"] < summary["eval_perplexity_before"]
+
+
+def test_a_diverging_loss_stops_the_step_and_keeps_the_last_good_checkpoint(tmp_path, runtime):
+    from kuberlhf_trainer.steps import run_step
+    from kuberlhf_trainer.steps.common import NonFiniteLossError
+
+    config = tiny_config(tmp_path, sft__learning_rate=1e12, sft__gradient_clipping=0, sft__max_steps=40,
+                         sft__num_train_epochs=10, checkpoint__interval_steps=1, checkpoint__interval_minutes=0)
+    with pytest.raises(NonFiniteLossError, match=r"the sft loss became (nan|inf) at optimizer step \d+") as error:
+        run_step("sft", config, runtime)
+    failed_at = int(error.value.args[0].split("optimizer step ")[1].split(":")[0])
+    kept = sorted(p.name for p in (tmp_path / ".sft.checkpoints").glob("step-*.done"))
+    assert kept and kept[-1] == f"step-{failed_at - 1:08d}.done", "the last good step's checkpoint is kept"
+    assert not (tmp_path / "sft").exists(), "nothing is published from a diverged run"

@@ -93,8 +93,8 @@ def test_a_crashed_step_leaves_the_previous_output_whole(tmp_path, runtime, monk
     config = tiny_config(tmp_path, sft__max_steps=2)
     good = run_step("sft", config, runtime)
 
-    def crash(config, runtime, out_dir, metrics):
-        (out_dir / "model.safetensors").write_bytes(b"half a checkpoint")
+    def crash(ctx):
+        (ctx.out_dir / "model.safetensors").write_bytes(b"half a checkpoint")
         raise RuntimeError("killed mid-write")
 
     monkeypatch.setattr("kuberlhf_trainer.steps.sft.run", crash)

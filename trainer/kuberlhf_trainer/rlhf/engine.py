@@ -25,8 +25,9 @@ from .ema import ActorEMA
 
 class RLHFEngine:
     def __init__(self, actor_model_name_or_path: str, critic_model_name_or_path: str, tokenizer, num_total_iters: int,
-                 config: RunConfig, runtime: Runtime):
+                 config: RunConfig, runtime: Runtime, load_universal: bool = False):
         self.config, self.runtime, self.tokenizer = config, runtime, tokenizer
+        self.load_universal = load_universal  # a checkpoint of another process count will be resumed
         self.dtype = ds.resolve_dtype(config.dtype, runtime)
         ppo = config.ppo
         # PPO compares log-probs of the same weights before and after sampling: dropout would make
@@ -69,7 +70,7 @@ class RLHFEngine:
         ppo = self.config.ppo
         return ds.deepspeed_config(
             settings, ppo.per_device_training_batch_size, ppo.gradient_accumulation_steps, self.runtime.world_size,
-            self.dtype, ppo.gradient_clipping,
+            self.dtype, ppo.gradient_clipping, load_universal=self.load_universal,
         )
 
     def _frozen(self, build, trainable_twin: ModelSettings, offload: bool):

@@ -16,6 +16,7 @@ import torch
 from .. import losses
 from ..config import PPOSettings
 from ..metrics import PhaseTimer
+from ..steps.common import check_finite
 from ..generation import Rollout
 from ..models import position_ids
 from .engine import RLHFEngine
@@ -122,6 +123,7 @@ class PPOTrainer:
         entropy = losses.masked_mean(losses.entropy_from_logits(logits), exp.answer_mask)
         ptx = actor(**ptx_batch, use_cache=False).loss if ptx_batch is not None else torch.zeros((), device=logits.device)
         loss = losses.actor_objective(policy.loss, entropy, ptx, self.settings.entropy_coef, self.settings.ptx.coef)
+        check_finite(loss, "the PPO actor loss", self.iteration + 1)
         actor.backward(loss)
         actor.step()
         if self.engine.ema is not None and actor.is_gradient_accumulation_boundary():
@@ -134,6 +136,7 @@ class PPOTrainer:
         critic = self.engine.critic.engine
         values = critic(exp.sequences, exp.attention_mask)[:, exp.prompt_len - 1 : -1].float()
         loss = losses.clipped_value_loss(values, exp.values, exp.returns, exp.answer_mask, self.settings.cliprange_value)
+        check_finite(loss, "the PPO critic loss", self.iteration + 1)
         critic.backward(loss)
         critic.step()
         return loss.item()

@@ -17,7 +17,7 @@ from ..config import ModelSettings, RunConfig
 from ..data.sampler import ResumableSampler
 from ..engine import Runtime
 from ..metrics import TrainingMetrics
-from ..resume import Checkpointer, StopSignal
+from ..resume import Checkpointer, StopSignal, saved_world_size
 from ..models import apply_lora, is_lora_model
 from ..value_model import ValueModel, save_value_model
 
@@ -34,12 +34,32 @@ class StepContext:
     fingerprint: str  # of the configuration the step's result depends on
     stop: Optional[StopSignal] = None
 
+    @property
+    def load_universal(self) -> bool:
+        """Whether the checkpoint to resume from was written by another number of processes."""
+        saved = saved_world_size(self.config.checkpoint, self.step_dir)
+        return saved is not None and saved != self.runtime.world_size
+
     def checkpointer(self, engines: dict) -> Checkpointer:
         return Checkpointer(self.config.checkpoint, self.step_dir, engines, self.runtime, self.fingerprint, self.stop)
 
 
 class StepInputError(RuntimeError):
     """A step cannot start: its data or an earlier step's output is missing."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training diverged: a loss became NaN or infinite. Nothing is published, no checkpoint
+    is written from the bad state, and the last good checkpoint stays where it is."""
+
+
+def check_finite(loss: torch.Tensor, what: str, step: int) -> None:
+    """Stop before a NaN/inf loss reaches the weights (checked before backward)."""
+    if not torch.isfinite(loss).all():
+        raise NonFiniteLossError(
+            f"{what} became {loss.item()} at optimizer step {step}: training diverged. The last complete "
+            "checkpoint is kept; lower the learning rate, check the data, or use fp32/bf16 instead of fp16."
+        )
 
 
 def make_loader(examples: list, batch_size: int, collate: Callable, pad_id: int, runtime: Runtime, shuffle: bool, seed: int):
@@ -131,6 +151,7 @@ def train_loop(engine, loader, loss_fn: Callable, settings, total_steps: int, ru
         for batch in loader:
             batch = to_device(batch, runtime.device)
             loss = loss_fn(batch)
+            check_finite(loss, f"the {name} loss", steps + 1)
             engine.backward(loss)
             engine.step()
             window.append(loss.item())

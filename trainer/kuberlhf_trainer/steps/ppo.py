@@ -51,7 +51,8 @@ def run(ctx: StepContext) -> dict:
     sequences = ppo.per_device_generation_batch_size * ppo.generation_batches * ppo.samples_per_prompt
     updates = iterations * ppo.ppo_epochs * math.ceil(sequences / ppo.per_device_training_batch_size)
     torch.manual_seed(config.seed)
-    engine = RLHFEngine(actor_dir, reward_dir, tokenizer, updates // ppo.gradient_accumulation_steps, config, runtime)
+    engine = RLHFEngine(actor_dir, reward_dir, tokenizer, updates // ppo.gradient_accumulation_steps, config, runtime,
+                        load_universal=ctx.load_universal)
     trainer = PPOTrainer(engine, ppo)
     eval_prompts = data.eval[: ppo.eval_prompts] or data.train[: ppo.eval_prompts]
     evaluate = lambda: evaluate_policy(trainer, eval_prompts, runtime)  # noqa: E731

@@ -36,7 +36,7 @@ def run(ctx: StepContext) -> dict:
     dtype = ds.resolve_dtype(config.dtype, runtime)
     ds_config = ds.deepspeed_config(
         model_settings, settings.per_device_train_batch_size, settings.gradient_accumulation_steps,
-        runtime.world_size, dtype, settings.gradient_clipping,
+        runtime.world_size, dtype, settings.gradient_clipping, load_universal=ctx.load_universal,
     )
     torch.manual_seed(config.seed)
     with zero3_loading(ds_config):
