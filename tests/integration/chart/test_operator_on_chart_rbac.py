@@ -8,21 +8,14 @@ simulated training-operator (the test double for Kubeflow's controllers) runs th
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 import yaml
 from chart_helm import CHART
-from chart_cluster import token_kubeconfig
+from chart_cluster import ChartOperator, token_kubeconfig
 
-from tests.support.controlplane import free_port
 from tests.support.rlhfjobs import Cluster, manifest, wait_for
 from tests.support.simulated_training_operator import SimulatedTrainingOperator
 
@@ -33,48 +26,6 @@ MODES = {
     "namespaced": {"release": "ns", "values": ["--set", "watchNamespaces={team-ns}"], "watched": "team-ns",
                    "unwatched": "elsewhere"},
 }
-
-
-class ChartOperator:
-    """`python -m kuberlhf_operator` with the installed Deployment's args and env, as its ServiceAccount."""
-
-    def __init__(self, deployment: dict, kubeconfig: Path, log_path: Path):
-        container = deployment["spec"]["template"]["spec"]["containers"][0]
-        self.health_port, self.metrics_port = free_port(), free_port()
-        # The ports are the pod's; here they must be free ones on this machine.
-        self.args = [re.sub(r"^--liveness=http://0\.0\.0\.0:\d+/", f"--liveness=http://127.0.0.1:{self.health_port}/", a)
-                     for a in container["args"]]
-        env = {e["name"]: e["value"] for e in container["env"]}
-        env["KUBERLHF_OPERATOR_METRICS_PORT"] = str(self.metrics_port)
-        self.env = {**os.environ, **env, "KUBECONFIG": str(kubeconfig)}
-        self.log_path = log_path
-        self.proc: subprocess.Popen | None = None
-
-    def __enter__(self) -> "ChartOperator":
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "kuberlhf_operator", *self.args],
-                                         stdout=log, stderr=subprocess.STDOUT, env=self.env)
-        wait_for("the operator's /healthz", self._live, timeout=60, interval=0.2)
-        return self
-
-    def _live(self) -> bool:
-        assert self.proc.poll() is None, f"operator exited:\n{self.log()}"
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2):
-                return True
-        except OSError:
-            return False
-
-    def __exit__(self, *exc) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
 def install(cluster, mode: dict) -> dict:

@@ -6,4 +6,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "unit" / "chart"))  # chart_helm
+_TESTS = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(_TESTS / "unit" / "chart"))  # chart_helm
+sys.path.insert(0, str(_TESTS / "integration" / "chart"))  # chart_cluster

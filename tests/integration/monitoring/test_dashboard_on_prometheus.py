@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from chart_cluster import ChartOperator
 from chart_helm import MONITORING_APIS, one, render
 from grafana import Selection, load, panels, render_png, run_panel, variable_values
 from kubernetes import client
@@ -31,7 +32,6 @@ from prometheus import Prometheus
 
 from tests.support.controlplane import free_port
 from tests.support.local_pods import LocalPods
-from tests.support.operator_process import OperatorProcess
 from tests.support.rlhfjobs import CRD_PATH, Cluster, manifest, wait_for
 from tests.support.simulated_training_operator import Outcome, SimulatedTrainingOperator
 
@@ -133,10 +133,12 @@ def run(control_plane, tmp_path_factory) -> MonitoredRun:
     client.CoreV1Api(api).create_namespace({"metadata": {"name": namespace}})
     cluster = Cluster(api, namespace)
     root = tmp_path_factory.mktemp("monitoring")
-    operator = OperatorProcess(control_plane.kubeconfig, root / "operator.log",
-                               env={"KUBERLHF_OPERATOR_RESYNC_SECONDS": "2"})
+    # The operator as the chart runs it, watching only this namespace (other tests' jobs stay
+    # out of its counts), resyncing often so the refused job's errors recur within the run.
+    deployment = one(render({"watchNamespaces": [namespace], "operator": {"resyncSeconds": 2}}), "Deployment")
+    operator = ChartOperator(deployment, Path(control_plane.kubeconfig), root / "operator.log")
     # Ports chosen now but bound later must not coincide (the trainer's is bound by each stage).
-    trainer_port, prometheus_port = distinct_free_ports(2, taken={operator.metrics_port, operator.liveness_port})
+    trainer_port, prometheus_port = distinct_free_ports(2, taken={operator.metrics_port, operator.health_port})
     pods = LocalPods(api, root)
     script = lambda child: Outcome(work=lambda: pods.run(child))  # noqa: E731
     refuse_status_writes(control_plane)

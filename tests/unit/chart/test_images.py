@@ -124,7 +124,7 @@ def test_the_trainer_image_serves_the_mpijob_defaults():
     sshd = (IMAGES / "trainer" / "sshd_config").read_text()
     config_path = defaults.sshd_command[defaults.sshd_command.index("-f") + 1]
     assert defaults.sshd_command[0] == "/usr/sbin/sshd" and "openssh-server" in text
-    assert f"/home/mpiuser/.sshd_config" == config_path and config_path in text
+    assert "/home/mpiuser/.sshd_config" == config_path and config_path in text
     assert f"HostKey {defaults.ssh_auth_mount_path}/id_rsa" in sshd
     assert "openmpi-bin" in text and "mpi4py" in text
 
