@@ -82,3 +82,17 @@ def test_deepspeed_engine_explains_that_it_needs_cuda(tmp_path, runtime, trained
     tokenizer = load_tokenizer(str(trained_steps / "sft"))
     with pytest.raises(RuntimeError, match="needs CUDA.*Use 'hybrid'"):
         RLHFEngine(str(trained_steps / "sft"), str(trained_steps / "reward"), tokenizer, 10, config, runtime)
+
+
+def test_generation_leaves_the_training_weights_untouched(tmp_path, runtime, trained_steps):
+    """LoRA is merged into the inference copy only: the actor's own (adapter and base) weights
+    come out of a generation phase bit for bit as they went in."""
+    config = _config(tmp_path, trained_steps, actor_model__zero_stage=3, actor_model__lora__dim=4)
+    tokenizer = load_tokenizer(str(trained_steps / "sft"))
+    engine = RLHFEngine(str(trained_steps / "sft"), str(trained_steps / "reward"), tokenizer, 10, config, runtime)
+    module = engine.actor.engine.module
+    _perturb_lora(module, zero3=True)
+    before = {name: p.ds_tensor.clone() for name, p in module.named_parameters()}
+    prompts = collate_prompts(step_examples(config, "ppo", tokenizer).train[:8], tokenizer.pad_token_id)
+    engine.generation.generate(prompts["input_ids"], prompts["attention_mask"])
+    assert all(torch.equal(before[name], p.ds_tensor) for name, p in module.named_parameters())
