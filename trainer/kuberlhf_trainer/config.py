@@ -168,7 +168,15 @@ def parse_data_split(value: str) -> tuple[float, float, float]:
 SchedulerName = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"]
 
 
-class _TrainingLoop(_Section):
+class _Optimizer(_Section):
+    """AdamW and gradient clipping, the same for every trained model."""
+
+    adam_beta1: float = Field(0.9, gt=0, lt=1, description="AdamW beta1.")
+    adam_beta2: float = Field(0.95, gt=0, lt=1, description="AdamW beta2 (DeepSpeed-Chat uses 0.95).")
+    gradient_clipping: float = Field(1.0, ge=0, description="Clip the global gradient norm to this; 0 disables.")
+
+
+class _TrainingLoop(_Optimizer):
     """What every step's optimisation loop takes."""
 
     per_device_train_batch_size: int = Field(16, ge=1, description="Micro-batch size per process.")
@@ -179,9 +187,6 @@ class _TrainingLoop(_Section):
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     lr_scheduler_type: SchedulerName = Field("cosine", description="Learning-rate schedule after warmup.")
     num_warmup_steps: int = Field(0, ge=0, description="Linear warmup, in optimizer steps.")
-    adam_beta1: float = Field(0.9, gt=0, lt=1, description="AdamW beta1.")
-    adam_beta2: float = Field(0.95, gt=0, lt=1, description="AdamW beta2 (DeepSpeed-Chat uses 0.95).")
-    gradient_clipping: float = Field(1.0, ge=0, description="Clip the global gradient norm to this; 0 disables.")
     max_seq_len: int = Field(512, ge=8, description="Longest tokenized sequence (prompt + answer); longer ones are truncated.")
     max_steps: Optional[int] = Field(
         None, ge=1, description="Stop after this many optimizer steps (a budget for quick runs); unset runs all epochs."
@@ -267,7 +272,7 @@ class GenerationSettings(_Section):
     pin_parameters: bool = Field(True, description="DeepSpeed hybrid engine: pin gathered parameters in memory.")
 
 
-class PPOSettings(_Section):
+class PPOSettings(_Optimizer):
     """Step 3: PPO of the actor against the frozen reward model, with a KL penalty to the SFT model."""
 
     actor_checkpoint: Optional[str] = Field(
@@ -291,9 +296,6 @@ class PPOSettings(_Section):
     critic_weight_decay: float = Field(0.0, ge=0, description="Critic AdamW weight decay.")
     lr_scheduler_type: SchedulerName = Field("cosine", description="Learning-rate schedule after warmup.")
     num_warmup_steps: int = Field(100, ge=0, description="Linear warmup, in optimizer steps.")
-    adam_beta1: float = Field(0.9, gt=0, lt=1, description="AdamW beta1.")
-    adam_beta2: float = Field(0.95, gt=0, lt=1, description="AdamW beta2 (DeepSpeed-Chat uses 0.95).")
-    gradient_clipping: float = Field(1.0, ge=0, description="Clip the global gradient norm to this; 0 disables.")
     kl_coef: float = Field(0.1, ge=0, description="Per-token KL penalty coefficient (initial value if adaptive).")
     adaptive_kl: AdaptiveKLSettings = Field(default_factory=AdaptiveKLSettings, description="Adaptive KL controller.")
     clip_reward_value: float = Field(5.0, gt=0, description="Clip the reward model's score to [-v, v].")

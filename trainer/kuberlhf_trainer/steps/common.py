@@ -40,6 +40,13 @@ class StepContext:
         saved = saved_world_size(self.config.checkpoint, self.step_dir)
         return saved is not None and saved != self.runtime.world_size
 
+    def deepspeed_config(self, model: ModelSettings, loop) -> dict:
+        """DeepSpeed's config for training `model` with the step's loop settings (steps 1, 2)."""
+        return ds.deepspeed_config(
+            model, loop.per_device_train_batch_size, loop.gradient_accumulation_steps, self.runtime.world_size,
+            ds.resolve_dtype(self.config.dtype, self.runtime), loop.gradient_clipping, load_universal=self.load_universal,
+        )
+
     def checkpointer(self, engines: dict) -> Checkpointer:
         return Checkpointer(self.config.checkpoint, self.step_dir, engines, self.runtime, self.fingerprint, self.stop)
 

@@ -33,11 +33,7 @@ def run(ctx: StepContext) -> dict:
     if not train_pairs:
         raise StepInputError("reward: no preference pairs (check data.datasets and data.data_split)")
 
-    dtype = ds.resolve_dtype(config.dtype, runtime)
-    ds_config = ds.deepspeed_config(
-        model_settings, settings.per_device_train_batch_size, settings.gradient_accumulation_steps,
-        runtime.world_size, dtype, settings.gradient_clipping, load_universal=ctx.load_universal,
-    )
+    ds_config = ctx.deepspeed_config(model_settings, settings)
     torch.manual_seed(config.seed)
     with zero3_loading(ds_config):
         model = ValueModel(load_pretrained(_auto_model(), model_settings, tokenizer, "reward_model"))

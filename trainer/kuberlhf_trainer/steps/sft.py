@@ -27,11 +27,7 @@ def run(ctx: StepContext) -> dict:
     if not data.train:
         raise StepInputError("sft: no training examples (check data.datasets and data.data_split)")
 
-    dtype = ds.resolve_dtype(config.dtype, runtime)
-    ds_config = ds.deepspeed_config(
-        model_settings, settings.per_device_train_batch_size, settings.gradient_accumulation_steps,
-        runtime.world_size, dtype, settings.gradient_clipping, load_universal=ctx.load_universal,
-    )
+    ds_config = ctx.deepspeed_config(model_settings, settings)
     torch.manual_seed(config.seed)
     with zero3_loading(ds_config):
         model = load_causal_lm(model_settings, tokenizer, "actor_model")
