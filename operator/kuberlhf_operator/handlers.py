@@ -1,13 +1,22 @@
-"""kopf glue: every handler hands an RLHFJob and its observed children to the Reconciler.
+"""kopf glue: watch events mark RLHFJobs for a pass; the work queue's threads run the passes.
 
     kopf run -m kuberlhf_operator.handlers --all-namespaces --liveness=http://0.0.0.0:8080/healthz
 
 (`python -m kuberlhf_operator` does the same with the project's defaults.)
 
-Three things trigger the same level-triggered pass: any change of an RLHFJob, any change of
-one of its children, and a resync timer. Children are known from in-memory indexes fed by
-watches, so a pass costs no API reads; kopf fills the indexes before any handler runs, so a
-restarted operator sees every existing child before it decides anything.
+Three things mark a job for the same level-triggered pass: any change of the RLHFJob (its
+deletion included), any change of one of its children, and the work queue itself (a failed pass
+after a backoff, every job once per resync interval). A pass reads the job and its children
+from in-memory indexes fed by the watches, so it costs no API reads; kopf fills the indexes
+before any handler runs, so a restarted operator sees every existing child before it decides
+anything.
+
+Handlers and indexes are `async` and never wait (events are posted by a thread of their own): they run in kopf's event loop, which stays
+free to keep the indexes current while passes wait on the API server. Only watch-event
+handlers and indexes are registered: no change-detecting handler (on.create, on.update,
+on.delete) and no per-object timer, so kopf keeps no state on RLHFJobs (no finalizer, no
+bookkeeping annotations, no requests of its own). The operator's finalizer is added and removed
+by its own passes.
 """
 
 from __future__ import annotations
@@ -17,88 +26,99 @@ from typing import Any, Callable
 
 import kopf
 
-from . import metrics
-from .kube import Kube, api_client
-from .names import CHILD_KINDS, FINALIZER, GROUP, LABEL_JOB, LABEL_MANAGED_BY, MANAGED_BY, PLURAL, VERSION
+from . import metrics, posting
+from .kube import Kube, api_client, describe_error
+from .names import CHILD_KINDS, GROUP, LABEL_JOB, LABEL_MANAGED_BY, MANAGED_BY, PLURAL, VERSION
 from .observe import Child
+from .posting import EventPoster
 from .reconciler import Reconciler
 from .settings import OperatorConfig
+from .workqueue import WorkQueue, start_workers
 
 log = logging.getLogger(__name__)
 CONFIG = OperatorConfig.from_env()
 OURS = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_JOB: kopf.PRESENT}
 PYTORCHJOBS = ("kubeflow.org", CHILD_KINDS["pytorchjob"][0].split("/")[1], CHILD_KINDS["pytorchjob"][2])
 MPIJOBS = ("kubeflow.org", CHILD_KINDS["mpijob"][0].split("/")[1], CHILD_KINDS["mpijob"][2])
+# kopf's own finalizer name. No registered handler needs one, so kopf never adds it; it must not
+# be ours (kuberlhf.io/finalizer), or kopf would remove ours as one that no handler needs.
+KOPF_FINALIZER = f"{GROUP}/kopf-unused"
+TRIGGERS = ("child", "resync", "rlhfjob")  # why a pass runs, most telling first (a metrics label)
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **indexes: Any) -> None:
+    settings.persistence.finalizer = KOPF_FINALIZER
     settings.posting.level = logging.INFO
     # kopf logs every handler call at INFO, one line per watch event of every child: keep the
     # operator's own transition lines and kopf's warnings.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    settings.execution.max_workers = CONFIG.workers
-    memo.reconciler = Reconciler(Kube(api_client(CONFIG.workers)), post_event=_post_event)
+    kube = Kube(api_client(CONFIG.workers + posting.THREADS))
+    memo.events = EventPoster(kube.core).start()
+    memo.reconciler = Reconciler(kube, post_event=memo.events.post)
+    memo.queue = WorkQueue(CONFIG.resync_seconds)
     metrics.serve(CONFIG.metrics_port)
+    start_workers(memo.queue, lambda key, triggers: _pass(memo, indexes, key, triggers), CONFIG.workers, _failed)
+
+
+@kopf.on.cleanup()
+async def stop_workers(memo: kopf.Memo, **_: Any) -> None:
+    memo.queue.close()
+    memo.events.stop()
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
-def rlhfjobs(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict:
+async def rlhfjobs(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict:
     return {(namespace, name): dict(body)}
 
 
 @kopf.index(*PYTORCHJOBS, labels=OURS)
-def pytorchjob_children(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict:
+async def pytorchjob_children(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict:
     return {(namespace, labels[LABEL_JOB]): Child.from_body(body)}
 
 
 @kopf.index(*MPIJOBS, labels=OURS)
-def mpijob_children(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict:
+async def mpijob_children(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict:
     return {(namespace, labels[LABEL_JOB]): Child.from_body(body)}
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def rlhfjob_changed(type: str, body: kopf.Body, memo: kopf.Memo, **indexes: Any) -> None:
-    if type != "DELETED" and not body.metadata.get("deletionTimestamp"):
-        memo.reconciler.reconcile(body, _children(body, indexes), trigger="rlhfjob")
-
-
-@kopf.timer(GROUP, VERSION, PLURAL, interval=CONFIG.resync_seconds, initial_delay=CONFIG.resync_seconds)
-def resync(body: kopf.Body, memo: kopf.Memo, **indexes: Any) -> None:
-    if not body.metadata.get("deletionTimestamp"):
-        memo.reconciler.reconcile(body, _children(body, indexes), trigger="resync")
+async def rlhfjob_changed(type: str, body: kopf.Body, uid: str, namespace: str, name: str, memo: kopf.Memo,
+                          **_: Any) -> None:
+    if type == "DELETED":
+        memo.reconciler.forget(uid)
+    elif memo.reconciler.is_news(body):  # not the echo of our own status write
+        memo.queue.add((namespace, name), "rlhfjob")
 
 
 @kopf.on.event(*PYTORCHJOBS, labels=OURS)
 @kopf.on.event(*MPIJOBS, labels=OURS)
-def child_changed(namespace: str, labels: kopf.Labels, memo: kopf.Memo, rlhfjobs: kopf.Index, **indexes: Any) -> None:
-    for parent in rlhfjobs.get((namespace, labels[LABEL_JOB]), []):
-        if not parent["metadata"].get("deletionTimestamp"):
-            memo.reconciler.reconcile(parent, _children(parent, indexes), trigger="child")
-
-
-@kopf.on.delete(GROUP, VERSION, PLURAL)
-def delete_children(namespace: str, name: str, uid: str, memo: kopf.Memo, **_: Any) -> None:
-    deleted = memo.reconciler.kube.delete_owned(namespace, name, uid)
-    memo.reconciler.forget(uid)
-    log.info("Deleted objects of RLHFJob %s/%s: %s", namespace, name, ", ".join(deleted) or "none")
+async def child_changed(namespace: str, labels: kopf.Labels, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    ended = Child.from_body(body).state in ("Succeeded", "Failed")  # the next stage, or a retry, waits
+    memo.queue.add((namespace, labels[LABEL_JOB]), "child", urgent=ended)
 
 
 @kopf.on.probe(id="rlhfjobs")
-def phase_counts(memo: kopf.Memo, **_: Any) -> dict:
+async def phase_counts(memo: kopf.Memo, **_: Any) -> dict:
     return memo.reconciler.phases.counts()
 
 
-def _children(body: Any, indexes: dict[str, Any]) -> Callable[[], list[Child]]:
+def _pass(memo: kopf.Memo, indexes: dict[str, Any], key: tuple[str, str], triggers: frozenset[str]) -> bool:
+    """A pass over the job as the index holds it now (a job being deleted too: its pass deletes
+    the children and removes our finalizer). False if the job is gone."""
+    trigger = next(t for t in TRIGGERS if t in triggers)  # "rlhfjob" only if nothing else asked
+    bodies = list(indexes["rlhfjobs"].get(key, []))
+    for body in bodies:
+        memo.reconciler.reconcile(body, _children(key, indexes), trigger=trigger)
+    return bool(bodies)
+
+
+def _failed(key: tuple[str, str], error: BaseException, retry_in: float) -> None:
+    log.warning("RLHFJob %s/%s: pass failed, retrying in %.1f s: %s", *key, retry_in, describe_error(error))
+
+
+def _children(key: tuple[str, str], indexes: dict[str, Any]) -> Callable[[], list[Child]]:
     """The job's children as the indexes hold them when called: read under the job's lock, so a
     pass never sees fewer children than a pass before it."""
-    key = (body["metadata"]["namespace"], body["metadata"]["name"])
     by_kind = (indexes["pytorchjob_children"], indexes["mpijob_children"])
     return lambda: [child for index in by_kind for child in index.get(key, [])]
-
-
-def _post_event(ref: dict, event: Any) -> None:
-    kopf.event(ref, type=event.type, reason=event.reason, message=event.message)

@@ -8,6 +8,7 @@ overwriting a newer one.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, Iterable
 
@@ -112,10 +113,17 @@ class Kube:
             raise
         return out["metadata"]["resourceVersion"]
 
-    def add_finalizer(self, namespace: str, name: str, resource_version: str, current: tuple[str, ...]) -> str | None:
+    def add_finalizer(self, namespace: str, name: str, resource_version: str, current: Iterable[str]) -> str | None:
         """Add our finalizer to the RLHFJob's list as read at `resource_version` (StaleObject if the
         list may have changed since). Returns the new resourceVersion, or None if the job is gone."""
-        body = {"metadata": {"resourceVersion": resource_version, "finalizers": [*current, FINALIZER]}}
+        return self._set_finalizers(namespace, name, resource_version, [*current, FINALIZER])
+
+    def remove_finalizer(self, namespace: str, name: str, resource_version: str, current: Iterable[str]) -> str | None:
+        """Remove our finalizer from the list as read at `resource_version` (as add_finalizer)."""
+        return self._set_finalizers(namespace, name, resource_version, [f for f in current if f != FINALIZER])
+
+    def _set_finalizers(self, namespace: str, name: str, resource_version: str, finalizers: list[str]) -> str | None:
+        body = {"metadata": {"resourceVersion": resource_version, "finalizers": finalizers}}
         try:
             out = self.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, body)
         except ApiException as error:
@@ -191,6 +199,20 @@ class Kube:
         except ApiException as error:
             if error.status != NOT_FOUND:
                 raise
+
+
+def describe_error(error: BaseException) -> str:
+    """One line for a log: an API error's status and the server's message (not its headers),
+    or the exception's type and first line."""
+    if isinstance(error, ApiException):
+        message = ""
+        try:
+            message = json.loads(error.body or "{}").get("message", "")
+        except (ValueError, AttributeError):
+            pass
+        return f"{error.status} {error.reason}: {message or str(error.body or '')[:200]}".rstrip(": ")
+    first = (str(error).splitlines() or [""])[0]
+    return f"{type(error).__name__}: {first[:300]}".rstrip(": ")
 
 
 class StaleObject(RuntimeError):

@@ -2,7 +2,10 @@
 
 The order matters for idempotency: the status write claims the attempt numbers and is
 refused if the object changed since it was read. Nothing else happens after a refused write;
-the newer version arrives as its own event and is reconciled from scratch.
+the pass starts again from the current version.
+
+A job being deleted gets the other kind of pass: everything it owns is deleted, then our
+finalizer comes off and the API server lets the job go.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -27,11 +31,12 @@ from .events import Event, stage_transitions
 from .freshness import Freshness
 from .job import Job
 from .kube import ForeignObject, Kube, StaleObject
-from .names import CHILD_KINDS, child_name
+from .names import CHILD_KINDS, FINALIZER, child_name
 from .observe import Child
 
 log = logging.getLogger(__name__)
 CONFLICT_RETRIES = 3
+REMEMBERED_DELETIONS = 10_000
 PostEvent = Callable[[Mapping[str, Any], Event], None]
 
 
@@ -62,30 +67,60 @@ class Reconciler:
         # extra requests), and a pass on a just-deleted job's stale body could re-create a
         # child nobody then owns. Lost on restart, when kopf's indexes are complete instead.
         self._created: dict[str, set[str]] = {}
+        # Jobs whose deletion this process finished: a late event (a child's, or a stale body in
+        # an index) must not act on them again.
+        self._deleted: OrderedDict[str, None] = OrderedDict()
+
+    def is_news(self, body: Mapping[str, Any]) -> bool:
+        """Whether an RLHFJob's watch event may need a pass: not the echo of our own write, nor a
+        version one of our writes was based on (see Freshness)."""
+        return not self.freshness.already_handled(body)
 
     def reconcile(self, body: Mapping[str, Any], children: Callable[[], Sequence[Child]], trigger: str) -> None:
-        """One level-triggered pass over an RLHFJob and its children, as observed once its lock is held."""
+        """One level-triggered pass over an RLHFJob and its children, as observed once its lock is
+        held. Raises what the API server raised (the caller retries the job later)."""
         uid = body["metadata"]["uid"]
         with self._serialized(uid):
-            if trigger == "rlhfjob" and self.freshness.already_handled(body):
-                return
+            if uid in self._deleted or (trigger == "rlhfjob" and self.freshness.already_handled(body)):
+                return  # gone, or only marked by an echo of our own write
             with self._measured(trigger):
                 self._retrying(self.freshness.freshest(body), children)
 
     def _retrying(self, body: Mapping[str, Any] | None, children: Callable[[], Sequence[Child]]) -> None:
-        """A pass; if its status write is refused (the job changed meanwhile, e.g. kopf added its
-        finalizer), again at once from the current version rather than waiting for an event."""
+        """A pass; if a write is refused (the job changed meanwhile, e.g. a user's edit), again at
+        once from the current version rather than waiting for an event. Raises StaleObject when
+        refused every time (the caller retries the job later)."""
         for _ in range(CONFLICT_RETRIES):
-            if body is None or body["metadata"].get("deletionTimestamp"):
+            if body is None:
                 return
             try:
-                self._pass(body, children())
+                if body["metadata"].get("deletionTimestamp"):
+                    self._finalize(body)
+                else:
+                    self._pass(body, children())
                 return
             except StaleObject:
                 metrics.STATUS_CONFLICTS.inc()
                 body = self.kube.get_job(body["metadata"]["namespace"], body["metadata"]["name"])
         if body is not None:
             self.freshness.refused(body["metadata"]["uid"])
+            raise StaleObject(f"RLHFJob {body['metadata']['namespace']}/{body['metadata']['name']} changed "
+                              f"{CONFLICT_RETRIES} times during one pass")
+
+    def _finalize(self, body: Mapping[str, Any]) -> None:
+        """The job is being deleted: delete what it owns (needed where no garbage collector runs),
+        then remove our finalizer. Both are safe to repeat; StaleObject if the job changed."""
+        meta = body["metadata"]
+        namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
+        if FINALIZER in (meta.get("finalizers") or ()):
+            deleted = self.kube.delete_owned(namespace, name, uid)
+            self.kube.remove_finalizer(namespace, name, meta["resourceVersion"], meta["finalizers"])
+            log.info("Deleted objects of RLHFJob %s/%s: %s", namespace, name, ", ".join(deleted) or "none")
+        with self._locks_guard:
+            self._deleted[uid] = None
+            while len(self._deleted) > REMEMBERED_DELETIONS:
+                self._deleted.popitem(last=False)
+        self.forget(uid)
 
     def _pass(self, body: Mapping[str, Any], children: Sequence[Child]) -> None:
         job = Job.from_body(body)

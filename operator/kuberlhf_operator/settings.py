@@ -16,7 +16,7 @@ class OperatorConfig(BaseModel):
     resync_seconds: float = Field(60.0, gt=0)
     #: Port of the Prometheus /metrics endpoint; 0 disables it.
     metrics_port: int = Field(8000, ge=0, le=65535)
-    #: Threads that run handlers (and API connections). Each RLHFJob pass holds one briefly.
+    #: Threads that run passes (and API connections). Each RLHFJob pass holds one briefly.
     workers: int = Field(32, ge=1)
 
     @classmethod
