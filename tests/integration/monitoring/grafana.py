@@ -54,8 +54,9 @@ def panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
 def variable_values(prometheus: Prometheus, dashboard: dict[str, Any], name: str, selection: Selection,
                     start: float, end: float) -> list[str]:
     variable = next(v for v in dashboard["templating"]["list"] if v["name"] == name)
-    match = LABEL_VALUES.match(variable["definition"])
-    assert match, f"variable {name}: not a label_values() query: {variable['definition']}"
+    query = variable["query"]["query"]
+    match = LABEL_VALUES.match(query)
+    assert match, f"variable {name}: not a label_values() query: {query}"
     series = fill(match["match"], selection, 1, 1)
     return prometheus.label_values(match["label"], series, start, end)
 

@@ -13,10 +13,12 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 import yaml
-from chart_helm import CHART
+from chart_helm import CHART, pinned_tools
 
 from kuberlhf_operator import metrics as operator_metrics
 from kuberlhf_trainer.metrics import DEFINITIONS, PREFIX
@@ -74,6 +76,26 @@ def used_metric_names(dashboard: dict) -> set[str]:
     return found
 
 
+def test_grafanas_own_schema_types_accept_it(dashboard):
+    """The JSON as an object literal typed with `Dashboard` from Grafana's @grafana/schema, compiled
+    by tsc: wrong types, unknown keys and values outside Grafana's enums fail, naming the place."""
+    tools = pinned_tools()
+    root = Path.home() / ".cache" / "kuberlhf" / \
+        f"grafana-schema-{tools['GRAFANA_SCHEMA_VERSION']}-ts-{tools['TYPESCRIPT_VERSION']}"
+    tsc = root / "node_modules" / ".bin" / "tsc"
+    assert tsc.exists(), f"{tsc} is missing: run hack/install-test-tools.sh"
+    with tempfile.TemporaryDirectory(dir=root) as work:  # node_modules resolves from the parent
+        check = Path(work) / "dashboard.ts"
+        check.write_text("import type { Dashboard } from '@grafana/schema';\n"
+                         f"export const dashboard: Dashboard = {json.dumps(dashboard, indent=1)};\n")
+        config = {"compilerOptions": {"strict": True, "noEmit": True, "module": "esnext",
+                                      "moduleResolution": "bundler", "target": "es2020", "skipLibCheck": True},
+                  "files": [check.name]}
+        (Path(work) / "tsconfig.json").write_text(json.dumps(config))
+        result = subprocess.run([str(tsc), "-p", work], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_it_is_a_grafana_dashboard_model(dashboard):
     assert dashboard["uid"] == "kuberlhf" and dashboard["title"]
     assert isinstance(dashboard["schemaVersion"], int) and dashboard["schemaVersion"] >= 36
@@ -112,8 +134,7 @@ def test_namespace_and_job_variables(dashboard):
     for name in ("namespace", "job"):
         variable = variables[name]
         assert variable["type"] == "query" and variable["includeAll"] and variable["multi"]
-        assert variable["query"]["query"] == variable["definition"]
-        assert re.fullmatch(r"label_values\((kuberlhf_\w+)(\{.*\})?, " + name + r"\)", variable["definition"])
+        assert re.fullmatch(r"label_values\((kuberlhf_\w+)(\{.*\})?, " + name + r"\)", variable["query"]["query"])
     trainer_exprs = [e for _, e in expressions(dashboard) if "kuberlhf_operator_" not in e]
     assert all('namespace=~"$namespace"' in e and 'job=~"$job"' in e for e in trainer_exprs)
 
