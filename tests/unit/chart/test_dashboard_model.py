@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -152,7 +153,9 @@ def test_every_expression_parses_as_promql(dashboard, tmp_path):
     ]}]}
     path = tmp_path / "rules.yaml"
     path.write_text(yaml.safe_dump(rules))
-    result = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True, text=True)
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: run hack/install-test-tools.sh"
+    result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(rules['groups'][0]['rules'])} rules found" in result.stdout
 
