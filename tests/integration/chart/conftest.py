@@ -4,7 +4,7 @@ Each test module gets its own control plane (etcd + kube-apiserver, ~5 s to star
 installing, upgrading and uninstalling the chart — CRD included — starts from an empty cluster
 and never disturbs the session's shared one. It has the Kubeflow CRDs (PyTorchJob, MPIJob) and
 the Prometheus operator's ServiceMonitor/PodMonitor CRDs, as a cluster with kube-prometheus-stack
-would. Nothing runs pods here: the operator runs as a local process (tests/support).
+would. Nothing runs pods here: the operator runs as a local process (chart_cluster.ChartOperator).
 """
 
 from __future__ import annotations
