@@ -391,6 +391,12 @@ class RunConfig(_Section):
     metrics_port: int = Field(
         0, ge=0, le=65535, description="Serve Prometheus metrics on this port during training; 0 disables."
     )
+    metrics_linger_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="After a step ends, keep serving its final metrics this long, so a scrape sees the step "
+        "complete (the operator sets two scrape intervals).",
+    )
 
     @field_validator("steps")
     @classmethod

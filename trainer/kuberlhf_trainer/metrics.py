@@ -122,8 +122,10 @@ class TrainingMetrics:
         self.set("train_loss", loss)
         self.throughput("training", tokens, seconds, training_flops(self.parameters, tokens, self.recompute))
 
-    def close(self) -> None:
+    def close(self, linger_seconds: float = 0.0) -> None:
+        """Stop serving, after `linger_seconds` so the last values can still be scraped."""
         if self.server is not None:
+            time.sleep(linger_seconds)
             server, thread = self.server
             server.shutdown()
             thread.join()

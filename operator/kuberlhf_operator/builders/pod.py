@@ -27,6 +27,7 @@ METRICS_PORT_NAME = "metrics"
 
 
 TERMINATION_LOG = "/dev/termination-log"
+METRICS_LINGER_SECONDS = 30
 
 
 def trainer_args(job: Job, stage: str, overwrite: bool) -> list[str]:
@@ -35,7 +36,9 @@ def trainer_args(job: Job, stage: str, overwrite: bool) -> list[str]:
     job resumes); a restarted stage passes it to train again."""
     args = ["step", stage, "--config", CONFIG_FILE, "--output_dir", job.output_dir]
     if job.spec.metrics_port:
-        args += ["--metrics_port", str(job.spec.metrics_port)]
+        # Keep the final values up for two default scrape intervals: a stage that ends between
+        # scrapes would otherwise never be seen complete.
+        args += ["--metrics_port", str(job.spec.metrics_port), "--metrics_linger_seconds", str(METRICS_LINGER_SECONDS)]
     if overwrite:
         args.append("--overwrite")
     return args

@@ -40,7 +40,7 @@ def test_pytorchjob_runs_torchrun_over_the_trainer_step():
     assert container["command"] == [
         "torchrun", "--nnodes=3", "--nproc-per-node=8", "-m", "kuberlhf_trainer",
         "step", "ppo", "--config", "/etc/kuberlhf/config.yaml", "--output_dir", "/mnt/kuberlhf/demo",
-        "--metrics_port", "9400",
+        "--metrics_port", "9400", "--metrics_linger_seconds", "30",
     ]
     assert container["ports"] == [{"name": "metrics", "containerPort": 9400, "protocol": "TCP"}]
     # The trainer's failure report (or the log's tail) reaches the operator through the pod.

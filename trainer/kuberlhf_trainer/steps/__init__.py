@@ -68,7 +68,7 @@ def run_step(step: str, config: RunConfig, runtime: Runtime, overwrite: bool = F
     try:
         figures = step_function(step)(context)
     finally:
-        metrics.close()
+        metrics.close(config.metrics_linger_seconds)
         stop.restore()
     summary = {
         "step": step,
