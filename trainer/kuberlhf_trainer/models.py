@@ -29,6 +29,9 @@ _PRESETS: dict[str, dict[str, dict]] = {
         "tiny": dict(hidden_size=64, ffn_dim=256, num_hidden_layers=3, num_attention_heads=4, word_embed_proj_dim=64),
         "small": dict(hidden_size=256, ffn_dim=1024, num_hidden_layers=4, num_attention_heads=8, word_embed_proj_dim=256),
         "30m": dict(hidden_size=512, ffn_dim=2048, num_hidden_layers=8, num_attention_heads=8, word_embed_proj_dim=512),
+        # The shapes of DeepSpeed-Chat's benchmark models (random weights), for GPU benchmarks.
+        "350m": dict(hidden_size=1024, ffn_dim=4096, num_hidden_layers=24, num_attention_heads=16, word_embed_proj_dim=512),
+        "1.3b": dict(hidden_size=2048, ffn_dim=8192, num_hidden_layers=24, num_attention_heads=32, word_embed_proj_dim=2048),
     },
     "gpt2": {
         "tiny": dict(n_embd=64, n_layer=3, n_head=4),
