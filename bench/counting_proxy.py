@@ -7,7 +7,7 @@ the wire catches every request: the operator's own calls and kopf's (watches, li
 
 With `Faults`, it is the chaos test's fault injector: at random (seeded) it answers a request
 with an error without passing it on (the request never happened), passes it on and then answers
-with an error (it happened, but the client cannot know), refuses a write with 409 Conflict, or
+with an error (it happened, but the client cannot know), refuses an update with 409 Conflict, or
 ends a watch with a 410 Gone error event, as the apiserver does when a watch's resourceVersion
 has expired.
 """
@@ -50,7 +50,7 @@ class Faults:
 
     error_before: float = 0.0   # any request: a 500/503/429 answer, not passed on
     error_after: float = 0.0    # writes: passed on, then a 500 answer instead of the real one
-    conflict: float = 0.0       # writes: 409 Conflict, not passed on
+    conflict: float = 0.0       # updates (PATCH, PUT): 409 Conflict, not passed on
     watch_expiry: tuple[float, float] | None = None  # a watch ends with 410 Gone after uniform(a, b) s
     seed: int = 0
     enabled: bool = True
@@ -94,11 +94,13 @@ class CountingProxy:
         self._thread.join(timeout=10)
 
     async def _close(self) -> None:
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:  # open watches and their connections: end them quietly
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=2)
         await self._runner.cleanup()
         await self._session.close()
-        for task in asyncio.all_tasks():  # open watches: end them quietly
-            if task is not asyncio.current_task():
-                task.cancel()
 
     def snapshot(self) -> collections.Counter[str]:
         return collections.Counter(self.counts)
@@ -126,7 +128,7 @@ class CountingProxy:
         if faults is not None and not watch:
             if faults.draw(faults.error_before):
                 return self._error(kind, "error_before", *faults.pick(_ERRORS))
-            if write and faults.draw(faults.conflict):
+            if request.method in ("PATCH", "PUT") and faults.draw(faults.conflict):
                 return self._error(kind, "conflict", 409, "Conflict", "Operation cannot be fulfilled: the object "
                                    "has been modified; please apply your changes to the latest version and try again")
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}

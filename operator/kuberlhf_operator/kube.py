@@ -20,6 +20,14 @@ from .observe import KUBEFLOW_JOB_NAME_LABEL, FailureDetail, controller_uid, pod
 
 log = logging.getLogger(__name__)
 CONFLICT, NOT_FOUND = 409, 404
+REQUEST_TIMEOUT = (5.0, 30.0)
+"""(connect, read) seconds for every request: one that hangs (a network partition, a stalled
+connection) fails its pass, which is retried, instead of holding a worker thread forever."""
+
+
+class _ApiClient(client.ApiClient):
+    def call_api(self, *args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
+        return super().call_api(*args, _request_timeout=_request_timeout or REQUEST_TIMEOUT, **kwargs)
 
 
 def api_client(pool_size: int) -> client.ApiClient:
@@ -31,7 +39,7 @@ def api_client(pool_size: int) -> client.ApiClient:
     configuration = client.Configuration.get_default_copy()
     # One connection per worker thread, or threads queue for a connection.
     configuration.connection_pool_maxsize = pool_size
-    return client.ApiClient(configuration)
+    return _ApiClient(configuration)
 
 
 def _plural(kind: str) -> tuple[str, str]:
@@ -58,7 +66,9 @@ class Kube:
         except ApiException as error:
             if error.status != CONFLICT:
                 raise
-        existing = self.get(manifest["kind"], meta["namespace"], meta["name"])
+        existing = self.get_child(manifest["kind"], meta["namespace"], meta["name"])
+        if existing is None:  # deleted again since: the next pass creates it
+            raise RuntimeError(f"{manifest['kind']} {meta['namespace']}/{meta['name']} already existed, then not")
         wanted = controller_uid(meta)
         if wanted is not None and controller_uid(existing["metadata"]) != wanted:
             raise ForeignObject(f"{manifest['kind']} {meta['namespace']}/{meta['name']} exists and another "

@@ -166,10 +166,8 @@ class Reconciler:
     def _act(self, job: Job, decision: Decision, body: Mapping[str, Any], resource_version: str) -> None:
         for action in decision.actions:
             if isinstance(action, AddFinalizer):
-                try:
-                    resource_version = self.kube.add_finalizer(job.namespace, job.name, resource_version, job.finalizers)
-                except StaleObject:
-                    return  # changed meanwhile: its event brings a new pass, children included
+                # Refused (StaleObject): the pass starts again from the current version.
+                resource_version = self.kube.add_finalizer(job.namespace, job.name, resource_version, job.finalizers)
                 if resource_version is None:
                     return
             elif isinstance(action, CreateChild):
@@ -232,11 +230,9 @@ class Reconciler:
     def _creation_failed(self, job: Job, status: RLHFJobStatus, action: CreateChild,
                          failure: tuple[str, str], resource_version: str) -> None:
         decision = attempt_creation_failed(job, status, action.stage, *failure, self.clock())
-        try:
-            if self.kube.patch_status(job.namespace, job.name, resource_version, status_patch(decision.status)):
-                self._record(job, status, decision)
-        except StaleObject:
-            metrics.STATUS_CONFLICTS.inc()  # the next pass tries the creation again
+        # Refused (StaleObject): the pass starts again from the current version, creation included.
+        if self.kube.patch_status(job.namespace, job.name, resource_version, status_patch(decision.status)):
+            self._record(job, status, decision)
 
     @staticmethod
     def _ref(job: Job) -> dict[str, Any]:

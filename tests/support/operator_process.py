@@ -33,7 +33,8 @@ class OperatorProcess:
         assert self.proc is not None
         return self.proc.pid
 
-    def start(self) -> "OperatorProcess":
+    def start(self, wait: bool = True) -> "OperatorProcess":
+        """Start the operator; unless `wait` is False, return once its liveness endpoint answers."""
         env = dict(os.environ, KUBECONFIG=self.kubeconfig,
                    KUBERLHF_OPERATOR_METRICS_PORT=str(self.metrics_port), **self.extra_env)
         log = open(self.log_path, "ab")
@@ -43,7 +44,8 @@ class OperatorProcess:
             stdout=log, stderr=subprocess.STDOUT, env=env,
         )
         log.close()
-        self._wait_live()
+        if wait:
+            self._wait_live()
         return self
 
     def stop(self, kill: bool = False) -> None:

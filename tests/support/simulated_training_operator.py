@@ -73,6 +73,7 @@ class SimulatedTrainingOperator:
         self.created: dict[str, float] = {}   # child name -> monotonic time first seen
         self.finished: dict[str, float] = {}  # child name -> monotonic time its ending was written
         self.status_writes = 0
+        self.write_retries = 0  # status writes repeated because the apiserver did not take them
         self._children: dict[str, _Tracked] = {}
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -138,8 +139,8 @@ class SimulatedTrainingOperator:
                         break
                     self._on_event(kind, event["type"], event["object"])
                 resource_version = stream.resource_version
-            except (ApiException, OSError, ValueError):
-                resource_version = None  # e.g. 410 Gone or the apiserver restarting: list again
+            except Exception:  # noqa: BLE001 - e.g. 410 Gone, or the apiserver restarting: list again
+                resource_version = None
                 time.sleep(0.2)
             finally:
                 stream.stop()
@@ -218,6 +219,8 @@ class SimulatedTrainingOperator:
         tracked.conditions = [c for c in tracked.conditions if c["type"] != type_] + [entry]
 
     def _write(self, tracked: _Tracked) -> None:
+        """Write the tracked conditions; if the apiserver is away (restarting), again in a moment,
+        as a controller's requeue would."""
         version, plural = KINDS[tracked.kind]
         body = {"status": {"conditions": list(tracked.conditions)}}
         try:
@@ -225,8 +228,19 @@ class SimulatedTrainingOperator:
                 "kubeflow.org", version, tracked.namespace, plural, tracked.name, body)
             self.status_writes += 1
         except ApiException as error:
-            if error.status != 404:  # deleted meanwhile
-                raise
+            if error.status != 404:  # 404: deleted meanwhile
+                self._write_later(tracked)
+        except Exception:  # noqa: BLE001 - connection refused/reset while the apiserver restarts
+            self._write_later(tracked)
+
+    def _write_later(self, tracked: _Tracked) -> None:
+        self.write_retries += 1
+
+        def again() -> None:
+            with self._lock:
+                if self._children.get(tracked.name) is tracked and not self._stop.is_set():
+                    self._write(tracked)
+        self._after(0.5, again)
 
     # -- timers --------------------------------------------------------------------------
 
@@ -249,5 +263,5 @@ class SimulatedTrainingOperator:
                 heapq.heappop(self._timers)
                 try:
                     fn()
-                except ApiException:
-                    pass  # the apiserver refused (e.g. shutting down); the test will notice
+                except Exception:  # noqa: BLE001 - writes retry themselves; nothing else may stop the timers
+                    pass
