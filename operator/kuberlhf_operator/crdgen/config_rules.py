@@ -17,6 +17,47 @@ from __future__ import annotations
 from typing import Any
 
 STEP_ORDER = "['sft', 'reward', 'ppo']"
+# data_split's three shares as numbers (the pattern below guarantees they parse), and the share of
+# a step by name.
+SHARES = "self.data.data_split.split(',').map(p, double(p.trim()))"
+SHARE_INDEX = "(s == 'sft' ? 0 : (s == 'reward' ? 1 : 2))"
+NUMBER = r"\s*([0-9]+(\.[0-9]*)?|\.[0-9]+)\s*"
+
+# Dataset entries the trainer can never load, told apart without looking at any file (the same
+# names as kuberlhf_trainer.data: a unit test checks). An entry '<prefix>:<rest>' whose prefix is
+# not a path (./, /, ~) is '<format>:<path>' or a built-in dataset; hub names have no ':'.
+BUILTIN_DATASETS = ("builtin:sort",)
+LOCAL_FORMATS = ("hh", "pairwise", "sft")
+"""Formats of local files only: they need ':<path>'."""
+HUB_FORMATS = (
+    "Dahoas/rm-static", "Dahoas/full-hh-rlhf", "Dahoas/synthetic-instruct-gptj-pairwise",
+    "yitingxie/rlhf-reward-datasets", "openai/webgpt_comparisons", "stanfordnlp/SHP",
+    "pvduy/sharegpt_alpaca_oa_vicuna_format", "wangrui6/Zhihu-KOL", "Cohere/miracl-zh-queries-22-12",
+    "Hello-SimpleAI/HC3-Chinese", "mkqa-Chinese", "mkqa-Japanese", "Cohere/miracl-ja-queries-22-12",
+    "lmqg/qg_jaquad", "lmqg/qag_jaquad",
+)
+"""Supported hub datasets: also readable from a local copy as '<name>:<path>'."""
+
+
+def _quoted(values: tuple[str, ...]) -> str:
+    return "[" + ", ".join(f"'{v}'" for v in values) + "]"
+
+
+PREFIX = "self.substring(0, self.indexOf(':'))"
+DATASET_ENTRY = {
+    "maxLength": 4096,
+    "x-kubernetes-validations": [
+        {"rule": f"!self.startsWith('builtin:') || self in {_quoted(BUILTIN_DATASETS)}",
+         "message": f"unknown built-in dataset; built in: {', '.join(BUILTIN_DATASETS)}"},
+        {"rule": f"!self.matches(r'^[^./~:][^:]*:') || self.startsWith('builtin:')"
+                 f" || {PREFIX} in {_quoted(LOCAL_FORMATS + HUB_FORMATS)}",
+         "messageExpression": f"\"unknown dataset format '\" + {PREFIX} + \"': '<format>:<path>' takes one of "
+                              f"{', '.join(LOCAL_FORMATS)} or a supported hub dataset's name (e.g. "
+                              f"{HUB_FORMATS[0]}); a local path with ':' must start with ./ or /\""},
+        {"rule": f"!(self in {_quoted(LOCAL_FORMATS)})",
+         "message": "a local format needs the data's location: write '<format>:<path to file or directory>'"},
+    ],
+}
 
 RULES: dict[str, list[dict[str, str]]] = {
     "ModelSettings": [
@@ -30,6 +71,13 @@ RULES: dict[str, list[dict[str, str]]] = {
             " || (has(self.lora.dim) && self.lora.dim > 0)",
             "message": "lora.only_optimize needs lora.dim > 0",
             "fieldPath": ".lora.only_optimize",
+        },
+    ],
+    "DataSettings": [
+        {
+            "rule": f"!has(self.data_split) || {SHARES.replace('self.data.', 'self.')}.sum() > 0.0",
+            "message": "data_split needs non-negative numbers with a positive sum",
+            "fieldPath": ".data_split",
         },
     ],
     "SyntheticTaskSettings": [
@@ -47,6 +95,15 @@ RULES: dict[str, list[dict[str, str]]] = {
             "fieldPath": ".steps",
         },
         {
+            # As the trainer: a selected step with a zero share has no data, unless it is sft and
+            # sft_only_datasets feeds it.
+            "rule": f"!has(self.data) || !has(self.data.data_split) || (has(self.steps) ? self.steps : {STEP_ORDER})"
+                    f".all(s, {SHARES}[{SHARE_INDEX}] > 0.0 || (s == 'sft' && has(self.data.sft_only_datasets)"
+                    " && size(self.data.sft_only_datasets) > 0))",
+            "message": "data.data_split gives a step in steps no data (a share of 0)",
+            "fieldPath": ".data.data_split",
+        },
+        {
             "rule": "!has(self.nproc_per_node) || self.nproc_per_node <= 1"
             " || (has(self.deployment_type) && self.deployment_type != 'single_gpu')",
             "message": "deployment_type single_gpu runs one process; set single_node for nproc_per_node > 1",
@@ -56,8 +113,13 @@ RULES: dict[str, list[dict[str, str]]] = {
 }
 
 FIELD_OVERLAYS: dict[str, dict[str, dict[str, Any]]] = {
-    # Three comma-separated non-negative numbers; the trainer also checks that they sum to > 0.
-    "DataSettings": {"data_split": {"pattern": r"^\s*[0-9.]+\s*,\s*[0-9.]+\s*,\s*[0-9.]+\s*$"}},
+    # Three comma-separated non-negative numbers (the rules above check their sum and each step's
+    # share); dataset entries the trainer can never load. The bounds keep the rules' cost in budget.
+    "DataSettings": {
+        "data_split": {"pattern": f"^{NUMBER},{NUMBER},{NUMBER}$", "maxLength": 64},
+        "datasets": {"maxItems": 64, "items": DATASET_ENTRY},
+        "sft_only_datasets": {"maxItems": 64, "items": DATASET_ENTRY},
+    },
     # A set: the API server rejects a step listed twice (a list of three distinct stages at most).
     # The bounds keep the CEL rule's estimated cost within the API server's budget.
     "RunConfig": {"steps": {"x-kubernetes-list-type": "set", "maxItems": 3, "items": {"maxLength": 6}}},

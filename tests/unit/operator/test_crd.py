@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
@@ -11,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kuberlhf_operator import names
 from kuberlhf_operator.crdgen import build_crd
+from kuberlhf_operator.crdgen import config_rules
 from kuberlhf_operator.crdgen.config_rules import RULES
 from kuberlhf_operator.crdgen.structural import UnsupportedSchema, to_structural
 from kuberlhf_trainer import config as trainer_config
@@ -146,6 +148,8 @@ VIOLATIONS = [
     ("SyntheticTaskSettings", {"data": {"synthetic": {"min_digits": 9}}}, "data.synthetic"),
     ("RunConfig", {"steps": ["ppo", "sft"]}, "steps"),
     ("RunConfig", {"nproc_per_node": 2}, "(top level)"),
+    ("RunConfig", {"data": {"data_split": "0,5,5"}}, "(top level)"),
+    ("DataSettings", {"data": {"data_split": "0,0,0"}}, "data.data_split"),
 ]
 
 
@@ -173,3 +177,59 @@ def test_the_shipped_examples_are_valid_for_the_operator_and_the_trainer(example
     body = yaml.safe_load(example.read_text())
     spec = RLHFJobSpec.model_validate(body["spec"])
     trainer_config.build_config(spec.config, source=str(example))  # raises naming the field
+
+
+# -- dataset entries the CRD refuses are ones the trainer can never load -----------------------
+
+# A Hugging Face hub repository id: what an entry the trainer sends to the hub would have to be.
+HUB_ID = r"^[A-Za-z0-9][-A-Za-z0-9_.]*(/[A-Za-z0-9][-A-Za-z0-9_.]*)?$"
+REFUSED_DATASETS = ["builtin:sorting", "builtin:", "jsonl:/data/pairs.jsonl", "hf:Dahoas/rm-static", "hh", "sft",
+                    "pairwise", "Dahoas/rm-statik:/data/rm"]
+ACCEPTED_DATASETS = ["builtin:sort", "hh:/data/hh", "sft:./sft.jsonl", "Dahoas/full-hh-rlhf:/data/hh",
+                     "mkqa-Chinese:/data/mkqa", "Dahoas/rm-static", "org/any-dataset", "./local:v2/pairs.jsonl",
+                     "/data/pairs.jsonl"]
+
+
+def test_the_dataset_names_the_crd_knows_are_the_trainers():
+    from kuberlhf_trainer.data import adapters, synthetic
+
+    assert config_rules.BUILTIN_DATASETS == (synthetic.NAME,)
+    assert set(config_rules.LOCAL_FORMATS) == {n for n, a in adapters.ADAPTERS.items() if not a.hub_path}
+    assert set(config_rules.HUB_FORMATS) == {n for n, a in adapters.ADAPTERS.items() if a.hub_path}
+
+
+def _cel_accepts(entry: str) -> bool:
+    """The DATASET_ENTRY rules, evaluated in Python (the integration tests run them on the API server)."""
+    if entry.startswith("builtin:") and entry not in config_rules.BUILTIN_DATASETS:
+        return False
+    if re.match(r"^[^./~:][^:]*:", entry) and not entry.startswith("builtin:"):
+        if entry[: entry.index(":")] not in config_rules.LOCAL_FORMATS + config_rules.HUB_FORMATS:
+            return False
+    return entry not in config_rules.LOCAL_FORMATS
+
+
+@pytest.mark.parametrize("entry", REFUSED_DATASETS)
+def test_a_refused_dataset_entry_is_one_the_trainer_cannot_load(entry):
+    from kuberlhf_trainer.data.records import DataFormatError
+    from kuberlhf_trainer.data.sources import resolve_entry
+
+    assert not _cel_accepts(entry)
+    try:
+        adapter, path = resolve_entry(entry)
+    except DataFormatError:
+        return
+    # Not a local format: the trainer would ask the hub for it, under a name no repository has.
+    assert adapter is None and path is None and not re.match(HUB_ID, entry), entry
+
+
+@pytest.mark.parametrize("entry", ACCEPTED_DATASETS)
+def test_a_dataset_entry_the_trainer_may_load_is_accepted(entry):
+    assert _cel_accepts(entry)
+
+
+def test_the_dataset_rules_in_the_crd_are_the_ones_checked_here(schema):
+    data = schema["properties"]["spec"]["properties"]["config"]["properties"]["data"]["properties"]
+    for field in ("datasets", "sft_only_datasets"):
+        rules = [r["rule"] for r in data[field]["items"]["x-kubernetes-validations"]]
+        assert rules == [r["rule"] for r in config_rules.DATASET_ENTRY["x-kubernetes-validations"]]
+        assert "r'^[^./~:][^:]*:'" in rules[1]
