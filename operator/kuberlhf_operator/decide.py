@@ -10,7 +10,9 @@ One pass, level-triggered (it never asks what changed, only what is):
    then fails the job with the child's reason, a vanished child counts as a failed attempt;
 3. stages whose predecessors succeeded start: attempt+1, state Starting;
 4. every Starting stage without its child gets a CreateChild, unless the job is suspended (the
-   first one is preceded by AddFinalizer, so that deleting the job waits for its children);
+   first one is preceded by AddFinalizer, so that deleting the job waits for its children) or
+   the objects it needs could not exist (validate.problems: then the stage fails, reason
+   InvalidSpec, naming the field, and nothing is created);
 5. suspend/resume is passed to running children that Kueue does not manage;
 6. phase, message and conditions summarise the stages.
 
@@ -23,15 +25,19 @@ the same thing asks for the same name and gets AlreadyExists, never a second chi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence, Union
+from typing import Any, Mapping, Sequence, Union
+
+from pydantic import ValidationError
 
 from .api import ACTIVE_STATES, ChildRef, RLHFJobStatus, StageStatus
 from .builders import claim_for
+from .conditions import set_condition
 from .events import Event, restart_ignored, transition_events
-from .job import Job
+from .job import InvalidSpec, Job
 from .names import CHILD_KINDS, FINALIZER, RESTART_ANNOTATION, STAGES, child_name
 from .observe import Child
 from .summary import summarize
+from .validate import INVALID_SPEC, Problem, problems
 
 
 @dataclass(frozen=True)
@@ -82,7 +88,7 @@ def decide(job: Job, children: Sequence[Child], now: str) -> Decision:
     for stage in _selected(job, status):
         _observe(job, stage, by_stage.get(stage.name, {}), now)
     _start_ready(job, status, now)
-    _request_children(job, status, by_stage, decision)
+    _request_children(job, status, by_stage, now, decision)
     if FINALIZER not in job.finalizers and any(isinstance(a, CreateChild) for a in decision.actions):
         # Deleting the job must wait for us to delete its children, as no garbage collector
         # may run. kopf adds this finalizer too, but only after the first pass.
@@ -250,14 +256,51 @@ def _start_ready(job: Job, status: RLHFJobStatus, now: str) -> None:
             stage.reason, stage.message = "Starting", f"starting attempt {stage.attempt}"
 
 
-def _request_children(job: Job, status: RLHFJobStatus, by_stage: dict[str, Attempts], decision: Decision) -> None:
+def _request_children(job: Job, status: RLHFJobStatus, by_stage: dict[str, Attempts], now: str,
+                      decision: Decision) -> None:
     if job.spec.suspend:
         return
     for stage in _selected(job, status):
         if stage.state == "Starting" and stage.attempt not in by_stage.get(stage.name, {}):
+            found = problems(job, stage.name, stage.attempt)
+            if found:
+                _refuse(stage, found, now, decision)
+                continue
             decision.actions.append(CreateChild(stage.name, stage.attempt, overwrite=stage.rerun))
             api_version, kind, _ = CHILD_KINDS[job.spec.launcher]
             stage.child_ref = ChildRef(api_version=api_version, kind=kind, name=_name(job, stage))
+
+
+def _refuse(stage: StageStatus, found: list[Problem], now: str, decision: Decision) -> None:
+    """The objects of this attempt could not exist: the stage fails at once (retrying cannot help)."""
+    text = "; ".join(str(p) for p in found)
+    stage.state, stage.completion_time = "Failed", now
+    stage.child_ref = None
+    stage.reason = INVALID_SPEC
+    stage.message = f"{text}; nothing was created: change the spec, then restart from this stage"
+    decision.events.append(Event("Warning", INVALID_SPEC, f"Stage {stage.name}: {text}"))
+
+
+def unreadable(body: Mapping[str, Any], error: InvalidSpec, now: str) -> Decision:
+    """A job the operator cannot read (the CRD's schema should have refused it: an object stored
+    under an older, looser CRD, say): Failed, naming the fields, and nothing else is done."""
+    shown = "; ".join(f"{f}: {m}" for f, m in error.errors[:5])
+    more = f"; and {len(error.errors) - 5} more" if len(error.errors) > 5 else ""
+    try:
+        status = RLHFJobStatus.model_validate(body.get("status") or {})
+    except ValidationError:
+        status = RLHFJobStatus()
+    old = status.model_copy(deep=True)
+    generation = int((body.get("metadata") or {}).get("generation", 0))
+    status.phase, status.stage = "Failed", ""
+    status.message = f"invalid spec: {shown}{more}"
+    status.observed_generation = generation
+    status.completion_time = status.completion_time or now
+    for type_, reason in (("Running", "Failed"), ("Suspended", "NotSuspended"), ("Succeeded", "NotSucceeded")):
+        set_condition(status, type_, False, reason, "", now, generation)
+    set_condition(status, "Failed", True, INVALID_SPEC, status.message, now, generation)
+    news = old.phase != "Failed" or old.message != status.message
+    return Decision(status, events=[Event("Warning", INVALID_SPEC, status.message)] if news else [])
 
 
 def _pass_suspend(job: Job, status: RLHFJobStatus, by_stage: dict[str, Attempts], decision: Decision) -> None:

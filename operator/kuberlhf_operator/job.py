@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from pydantic import ValidationError
 
@@ -12,7 +12,12 @@ from .names import API_VERSION, KIND, STAGES
 
 
 class InvalidSpec(ValueError):
-    """The object does not parse (only possible if it bypassed the CRD's schema)."""
+    """The object does not parse (only possible if it bypassed the CRD's schema). `errors` are
+    (field, message) pairs, fields written as in the API server's messages: spec.stages.sft.nodes."""
+
+    def __init__(self, message: str, errors: Sequence[tuple[str, str]] = ()):
+        super().__init__(message)
+        self.errors = list(errors)
 
 
 @dataclass(frozen=True)
@@ -30,11 +35,18 @@ class Job:
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> "Job":
         meta = body.get("metadata", {})
+        errors: list[tuple[str, str]] = []
         try:
             spec = RLHFJobSpec.model_validate(body.get("spec") or {})
+        except ValidationError as error:
+            errors += [(_field(("spec", *e["loc"])), e["msg"]) for e in error.errors()]
+        try:
             status = RLHFJobStatus.model_validate(body.get("status") or {})
         except ValidationError as error:
-            raise InvalidSpec(f"{KIND} {meta.get('namespace')}/{meta.get('name')}: {error}") from None
+            errors += [(_field(("status", *e["loc"])), e["msg"]) for e in error.errors()]
+        if errors:
+            text = "; ".join(f"{f}: {m}" for f, m in errors)
+            raise InvalidSpec(f"{KIND} {meta.get('namespace')}/{meta.get('name')}: {text}", errors)
         return cls(
             name=meta["name"],
             namespace=meta.get("namespace", "default"),
@@ -72,3 +84,11 @@ class Job:
             "controller": True,
             "blockOwnerDeletion": True,
         }
+
+
+def _field(loc: Sequence[Any]) -> str:
+    """('spec', 'env', 0, 'name') -> spec.env[0].name"""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out

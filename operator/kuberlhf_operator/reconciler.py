@@ -26,10 +26,10 @@ from . import metrics
 from .api import RLHFJobStatus
 from .builders import build_child, build_config_map, build_pvc, claim_for
 from .decide import (AddFinalizer, CreateChild, Decision, DeleteChild, SuspendChild, attempt_creation_failed, decide,
-                     failures_to_explain, missing_children)
+                     failures_to_explain, missing_children, unreadable)
 from .events import Event, stage_transitions
 from .freshness import Freshness
-from .job import Job
+from .job import InvalidSpec, Job
 from .kube import ForeignObject, Kube, StaleObject
 from .names import CHILD_KINDS, FINALIZER, child_name
 from .observe import Child
@@ -37,6 +37,9 @@ from .observe import Child
 log = logging.getLogger(__name__)
 CONFLICT_RETRIES = 3
 REMEMBERED_DELETIONS = 10_000
+# Refusals to create a child that the API server would repeat: the attempt fails instead. (413:
+# too large; validate.problems keeps that from happening, this is the fallback.)
+PERMANENT = (400, 403, 404, 413, 422)
 PostEvent = Callable[[Mapping[str, Any], Event], None]
 
 
@@ -123,7 +126,11 @@ class Reconciler:
         self.forget(uid)
 
     def _pass(self, body: Mapping[str, Any], children: Sequence[Child]) -> None:
-        job = Job.from_body(body)
+        try:
+            job = Job.from_body(body)
+        except InvalidSpec as error:
+            self._unreadable(body, error)
+            return
         decision = decide(job, self._explained(job, children), self.clock())
         resource_version = body["metadata"]["resourceVersion"]
         if decision.status != job.status:
@@ -136,6 +143,23 @@ class Reconciler:
         self.freshness.settled(job.uid)
         self.phases.set(job.uid, decision.status.phase)
         self._act(job, decision, body, resource_version)
+
+    def _unreadable(self, body: Mapping[str, Any], error: InvalidSpec) -> None:
+        """A job that does not parse: say so in its status (once) and do nothing else. Retrying
+        cannot help, and no other job may wait for it."""
+        meta = body["metadata"]
+        decision = unreadable(body, error, self.clock())
+        patch = status_patch(decision.status)
+        if patch != {**{k: None for k in patch}, **(body.get("status") or {})}:
+            version = self.kube.patch_status(meta["namespace"], meta["name"], meta["resourceVersion"], patch)
+            if version is None:
+                return
+            self.freshness.wrote(body, version, patch)
+            for event in decision.events:
+                log.warning("RLHFJob %s/%s: %s: %s", meta["namespace"], meta["name"], event.reason, event.message)
+                self.post_event(_ref(meta["namespace"], meta["name"], meta["uid"]), event)
+        self.freshness.settled(meta["uid"])
+        self.phases.set(meta["uid"], "Failed")
 
     def _explained(self, job: Job, children: Sequence[Child]) -> list[Child]:
         """Children, with the failed ones about to be judged carrying their pods' reason, and the
@@ -161,7 +185,7 @@ class Reconciler:
             metrics.STAGE_TRANSITIONS.labels(stage=transition.stage, state=transition.new).inc()
         for event in decision.events:
             log.info("RLHFJob %s/%s: %s: %s", job.namespace, job.name, event.reason, event.message)
-            self.post_event(self._ref(job), event)
+            self.post_event(_ref(job.namespace, job.name, job.uid), event)
 
     def _act(self, job: Job, decision: Decision, body: Mapping[str, Any], resource_version: str) -> None:
         for action in decision.actions:
@@ -198,7 +222,7 @@ class Reconciler:
         except ForeignObject as error:
             return "ChildNameTaken", str(error)
         except ApiException as error:
-            if error.status in (400, 403, 404, 422):
+            if error.status in PERMANENT:
                 hint = f" (is the Kubeflow API for launcher {job.spec.launcher} installed?)" if error.status == 404 else ""
                 return "ChildCreationFailed", f"{error.status} {error.reason}: {_api_message(error)}{hint}"
             raise
@@ -234,11 +258,6 @@ class Reconciler:
         if self.kube.patch_status(job.namespace, job.name, resource_version, status_patch(decision.status)):
             self._record(job, status, decision)
 
-    @staticmethod
-    def _ref(job: Job) -> dict[str, Any]:
-        return {"apiVersion": "kuberlhf.io/v1alpha1", "kind": "RLHFJob",
-                "metadata": {"name": job.name, "namespace": job.namespace, "uid": job.uid}}
-
     @contextmanager
     def _serialized(self, uid: str) -> Iterator[None]:
         """One pass per RLHFJob at a time: its own events, its children's and the resync timer
@@ -258,6 +277,11 @@ class Reconciler:
             raise
         finally:
             metrics.RECONCILE_DURATION.labels(trigger=trigger).observe(time.monotonic() - start)
+
+
+def _ref(namespace: str, name: str, uid: str) -> dict[str, Any]:
+    return {"apiVersion": "kuberlhf.io/v1alpha1", "kind": "RLHFJob",
+            "metadata": {"name": name, "namespace": namespace, "uid": uid}}
 
 
 def _api_message(error: ApiException) -> str:

@@ -6,6 +6,7 @@ from .api import ACTIVE_STATES, Phase, RLHFJobStatus, StageStatus
 from .builders import claim_for
 from .conditions import set_condition
 from .job import Job
+from .validate import INVALID_SPEC
 
 
 def phase_of(job: Job, stages: list[StageStatus]) -> Phase:
@@ -57,5 +58,5 @@ def _set_conditions(job: Job, status: RLHFJobStatus, now: str) -> None:
     set_condition(status, "Succeeded", phase == "Succeeded",
                   "AllStagesSucceeded" if phase == "Succeeded" else "NotSucceeded",
                   msg if phase == "Succeeded" else "", now, gen)
-    set_condition(status, "Failed", failed is not None,
-                  "StageFailed" if failed else "NotFailed", msg if failed else "", now, gen)
+    reason = "NotFailed" if failed is None else (INVALID_SPEC if failed.reason == INVALID_SPEC else "StageFailed")
+    set_condition(status, "Failed", failed is not None, reason, msg if failed else "", now, gen)

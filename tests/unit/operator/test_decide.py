@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from kuberlhf_operator.decide import (AddFinalizer, CreateChild, DeleteChild, SuspendChild, attempt_creation_failed, decide,
                                      failures_to_explain, missing_children)
 from kuberlhf_operator.job import Job
@@ -290,3 +292,70 @@ def test_pod_failure_without_a_report_keeps_the_log_tail_and_treats_exit_2_as_ba
         2, "Error", "kuberlhf: config file not found", False)
     assert pod_failure([_pod("master", 1, "Traceback ...")]).retryable is True
     assert pod_failure([{"status": {"containerStatuses": [{"state": {"running": {}}}]}}]) is None
+
+
+# -- what the API server cannot check: objects that could not exist ---------------------------
+
+
+def _failed_condition(job: Job):
+    return next(c for c in job.status.conditions if c.type == "Failed")
+
+
+def test_a_config_too_large_for_its_configmap_fails_the_job_before_anything_is_created():
+    big = {"actor_model": {"name_or_path": "m", "lora": {"target_modules": ["q" * 4000] * 300}}}
+    body = job_body(spec={"config": big})
+    body["metadata"]["finalizers"] = []
+    decision, job = run(Job.from_body(body))
+    assert decision.actions == []  # no finalizer, no ConfigMap, no child
+    assert states(job) == {"sft": "Failed", "reward": "Pending", "ppo": "Pending"}
+    assert job.status.phase == "Failed" and job.status.message.startswith("stage sft failed: spec.config: is ")
+    condition = _failed_condition(job)
+    assert (condition.status, condition.reason) == ("True", "InvalidSpec") and "spec.config" in condition.message
+    invalid = [e for e in decision.events if e.reason == "InvalidSpec"]
+    assert invalid and invalid[0].type == "Warning" and "spec.config" in invalid[0].message
+    decision, _ = run(job)  # and it stays so, quietly
+    assert decision.actions == [] and decision.events == []
+
+
+def test_env_copied_into_every_pod_template_past_the_object_limit_names_spec_env():
+    env = [{"name": f"V{i}", "value": "x" * 30000} for i in range(20)]  # 600 kB, in 2 templates
+    decision, job = run(make_job(spec={"env": env, "stages": {"sft": {"nodes": 2}}}))
+    assert decision.actions == [] and job.status.phase == "Failed"
+    sft = job.status.stage_status("sft")
+    assert sft.reason == "InvalidSpec" and sft.message.startswith("spec.env: the PyTorchJob of stage sft would be")
+    assert "holds 2 copies of it" in sft.message
+    # One node: one copy, under the limit.
+    decision, _ = run(make_job(spec={"env": env}))
+    assert decision.actions == [CreateChild("sft", 1)]
+
+
+def test_an_attempt_whose_child_name_would_be_too_long_fails_the_stage_naming_metadata_name():
+    name = "a" * 40  # the longest the CRD allows: '<name>-reward-9999' is the longest child name
+    status = {"stages": [{"name": "sft", "state": "Succeeded", "attempt": 1},
+                         {"name": "reward", "state": "Starting", "attempt": 9999, "failedAttempts": 0},
+                         {"name": "ppo", "state": "Pending"}]}
+    body = job_body(name=name, spec={"stages": {"reward": {"retryLimit": 3}}}, status=status)
+    failed = child("reward", 9999, state="Failed", reason="PyTorchJobFailed", job=name)
+    decision = decide(Job.from_body(body), [failed], NOW)
+    reward = decision.status.stage_status("reward")
+    assert decision.actions == [] and reward.state == "Failed" and reward.attempt == 10000
+    assert reward.message.startswith("metadata.name: the child of attempt 10000 would be named")
+
+
+def test_a_job_the_operator_cannot_read_is_failed_naming_the_fields():
+    from kuberlhf_operator.decide import unreadable
+    from kuberlhf_operator.job import InvalidSpec
+
+    body = job_body(spec={"stages": {"sft": {"nodes": 0}}, "env": [{"value": "no name"}]})
+    with pytest.raises(InvalidSpec) as raised:
+        Job.from_body(body)
+    error = raised.value
+    decision = unreadable(body, error, NOW)
+    status = decision.status
+    assert status.phase == "Failed" and status.message.startswith("invalid spec: ")
+    assert "spec.stages.sft.nodes" in status.message and "spec.env[0].name" in status.message
+    failed = next(c for c in status.conditions if c.type == "Failed")
+    assert (failed.status, failed.reason) == ("True", "InvalidSpec")
+    assert [(e.type, e.reason) for e in decision.events] == [("Warning", "InvalidSpec")]
+    body["status"] = status.model_dump(by_alias=True, exclude_none=True)
+    assert unreadable(body, error, LATER).events == []  # said once
