@@ -1,68 +1,47 @@
-"""Invalid RLHFJobs are refused by the API server at `kubectl apply`, with the field named.
+"""Bad input gets a clear answer and harms nothing.
 
-No operator runs here: this is the CRD's schema and CEL doing the work.
+The corpus (tests/support/invalid_rlhfjobs.py) holds over a hundred invalid RLHFJobs. Most are
+refused by the API server at `kubectl create`, the error naming the field: the CRD's schema and
+CEL rules do that, no operator involved. The few it cannot tell are stored, and the running
+operator fails each one at once — condition and Warning event naming the field — without
+creating anything, while valid jobs next to them run through their stages as usual.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any
+import json
+import re
 
 import pytest
 import yaml
 
-from tests.support.rlhfjobs import REPO_ROOT, Cluster, manifest
+from tests.support.invalid_rlhfjobs import CORPUS, FAILED_BY_OPERATOR, REJECTED_BY_APISERVER, Invalid
+from tests.support.rlhfjobs import REPO_ROOT, Cluster, manifest, wait_for
 
 pytestmark = pytest.mark.k8s
 EXAMPLES = REPO_ROOT / "manifests" / "examples"
 
 
-def _with(path: str, value: Any, name: str = "bad") -> dict[str, Any]:
-    body = manifest(name)
-    node = body
-    *parents, leaf = path.split(".")
-    for key in parents:
-        node = node.setdefault(key, {})
-    node[leaf] = value
-    return body
+def test_the_corpus_has_over_50_distinct_cases_and_says_who_refuses_each():
+    assert len(CORPUS) >= 50
+    assert len({c.id for c in CORPUS}) == len(CORPUS)
+    assert len({json.dumps(c.body, sort_keys=True) for c in CORPUS}) == len(CORPUS)
+    assert REJECTED_BY_APISERVER and FAILED_BY_OPERATOR
+    assert all(c.field.split("[")[0].split(".")[0] in ("spec", "metadata") for c in CORPUS)
 
 
-def _without_storage() -> dict[str, Any]:
-    body = manifest("bad")
-    body["spec"]["storage"] = {}
-    return body
+def test_the_job_every_case_changes_is_valid(control_plane, namespace):
+    result = control_plane.kubectl("create", "--dry-run=server", "-n", namespace, "-f", "-",
+                                   input=yaml.safe_dump(manifest("bad")), check=False)
+    assert result.returncode == 0, result.stderr
 
 
-CASES = [
-    # spec.config: the trainer's schema (types, ranges, enums, unknown fields, CEL rules)
-    ("unknown config field", _with("spec.config.sft", {"learning_rat": 1e-4}), 'unknown field "spec.config.sft.learning_rat"'),
-    ("range", _with("spec.config.sft", {"learning_rate": -1}), "spec.config.sft.learning_rate"),
-    ("enum", _with("spec.config.dtype", "fp8"), "spec.config.dtype"),
-    ("pattern", _with("spec.config.data", {"data_split": "2,8"}), "spec.config.data.data_split"),
-    ("offload without ZeRO", _with("spec.config.actor_model", {"name_or_path": "m", "offload": True}),
-     "spec.config.actor_model.offload: Invalid value: offload needs zero_stage >= 1"),
-    ("LoRA-only without LoRA", _with("spec.config.reward_model", {"name_or_path": "m", "lora": {"only_optimize": True}}),
-     "spec.config.reward_model.lora.only_optimize"),
-    ("digits", _with("spec.config.data", {"synthetic": {"min_digits": 9}}), "spec.config.data.synthetic.min_digits"),
-    ("step order", _with("spec.config.steps", ["ppo", "sft"]), "spec.config.steps: Invalid value: steps must be in pipeline order"),
-    ("step twice", _with("spec.config.steps", ["sft", "sft"]), 'spec.config.steps[1]: Duplicate value: "sft"'),
-    ("processes on single_gpu", _with("spec.config.nproc_per_node", 4), "spec.config.nproc_per_node"),
-    # the rest of spec: our own types
-    ("launcher", _with("spec.launcher", "slurm"), 'spec.launcher: Unsupported value: "slurm"'),
-    ("nodes", _with("spec.stages", {"sft": {"nodes": 0}}), "spec.stages.sft.nodes"),
-    ("quantity", _with("spec.stages", {"ppo": {"shmSize": "lots"}}), "spec.stages.ppo.shmSize"),
-    ("no storage", _without_storage(), "spec.storage: Invalid value: set exactly one of claimName"),
-    ("no image", _with("spec.image", ""), "spec.image"),
-    ("long name", manifest("a" * 41), "metadata.name must be at most 40 characters"),
-    ("DNS-1035 name", manifest("9lives"), "metadata.name must be a DNS-1035 label"),
-]
-
-
-@pytest.mark.parametrize("body,expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_kubectl_apply_refuses_an_invalid_rlhfjob_naming_the_field(control_plane, namespace, body, expected):
-    result = control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(body), check=False)
+@pytest.mark.parametrize("case", REJECTED_BY_APISERVER, ids=lambda c: c.id)
+def test_kubectl_create_refuses_an_invalid_rlhfjob_naming_the_field(control_plane, namespace, case: Invalid):
+    result = control_plane.kubectl("create", "-n", namespace, "-f", "-", input=yaml.safe_dump(case.body), check=False)
     assert result.returncode != 0, f"accepted: {result.stdout}"
-    assert expected in result.stderr
+    assert case.expected in result.stderr
 
 
 @pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("*.yaml")))
@@ -87,3 +66,67 @@ def test_config_cannot_change_while_a_stage_runs(control_plane, api, namespace):
     cluster.custom.patch_namespaced_custom_object_status("kuberlhf.io", "v1alpha1", namespace, "rlhfjobs", "frozen", done)
     cluster.patch("frozen", {"spec": {"config": {"seed": 7}}})  # between runs it may
     assert cluster.job("frozen")["spec"]["config"]["seed"] == 7
+
+
+# Last in this module: the `operator` fixture starts the operator here, and the tests above must
+# see the API server alone.
+# A valid job whose free-text fields carry what would be hostile if anything ran them through a
+# shell: they reach the trainer's environment verbatim and nothing else.
+HOSTILE_VALUE = "$(rm -rf /); `reboot` && echo 'x' \"y\" | cat\nsecond line\tünïcødé 🚀 \\ %s ${HOME}"
+
+
+def _hostile_but_valid() -> dict:
+    body = manifest("ok-hostile", env=[{"name": "NOTE", "value": HOSTILE_VALUE}])
+    body["metadata"]["annotations"] = {"kuberlhf.io/restart-from": "ppo; rm -rf /\n$(id)"}
+    body["metadata"]["labels"] = {"team": "a-b.c_d"}
+    return body
+
+
+def test_operator_fails_what_the_api_server_cannot_check_naming_the_field_and_harms_nothing(
+        operator, cluster: Cluster, sim):
+    valid = [manifest("ok-plain"), manifest("ok-mpijob", launcher="mpijob", parallelSFTAndReward=True),
+             _hostile_but_valid()]
+    bodies = [copy.deepcopy(c.body) for c in FAILED_BY_OPERATOR]
+    for body in [*valid[:1], *bodies[:2], *valid[1:2], *bodies[2:], *valid[2:]]:  # all at once, interleaved
+        cluster.create(body)  # stored: the API server has nothing against them
+    names = [b["metadata"]["name"] for b in bodies]
+    valid_names = [b["metadata"]["name"] for b in valid]
+
+    phases = wait_for("every job to finish", lambda: (
+        p := {n: cluster.phase(n) for n in names + valid_names}) and all(v in ("Succeeded", "Failed") for v in p.values())
+        and p, timeout=90, interval=0.5)
+    assert phases == {**{n: "Failed" for n in names}, **{n: "Succeeded" for n in valid_names}}
+
+    children = cluster.child_names("PyTorchJob") + cluster.child_names("MPIJob")
+    for case in FAILED_BY_OPERATOR:
+        name = case.body["metadata"]["name"]
+        status = cluster.job(name)["status"]
+        failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+        assert (failed["status"], failed["reason"]) == ("True", "InvalidSpec"), case.id
+        assert f"{case.field}: " in failed["message"] and f"{case.field}: " in status["message"], case.id
+        warnings = wait_for(f"{name}'s events", lambda: [m for t, r, m in cluster.events(name)
+                                                          if t == "Warning" and r == "InvalidSpec"])
+        assert any(f"{case.field}: " in m for m in warnings), case.id
+        # Nothing was created for it: no child, no ConfigMap, no finalizer holding it.
+        assert not [c for c in children if c.startswith(f"{name}-")], case.id
+        selector = f"kuberlhf.io/rlhfjob={name}"
+        assert cluster.core.list_namespaced_config_map(cluster.namespace, label_selector=selector).items == []
+        assert not cluster.job(name)["metadata"].get("finalizers")
+
+    for name in valid_names:
+        stages = {s["name"]: (s["state"], s["attempt"]) for s in cluster.job(name)["status"]["stages"]}
+        assert stages == {"sft": ("Succeeded", 1), "reward": ("Succeeded", 1), "ppo": ("Succeeded", 1)}, name
+        assert sorted(c for c in children if c.startswith(f"{name}-")) == [
+            f"{name}-ppo-1", f"{name}-reward-1", f"{name}-sft-1"]
+    hostile = next(c for c in cluster.children() if c["metadata"]["name"] == "ok-hostile-sft-1")
+    container = hostile["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
+    assert {"name": "NOTE", "value": HOSTILE_VALUE} in container["env"]
+    assert not any("rm -rf" in arg for arg in container["command"])
+    assert any(r == "RestartIgnored" for _, r, _ in cluster.events("ok-hostile"))
+
+    # The operator is alive and healthy, counts the jobs right, and logged no unhandled error.
+    assert operator.proc.poll() is None
+    assert "rlhfjobs" in json.loads(operator.get("/healthz"))
+    gauges = dict(re.findall(r'^kuberlhf_operator_rlhfjobs\{phase="(\w+)"\} ([0-9.]+)$', operator.get("/metrics"), re.M))
+    assert float(gauges["Failed"]) >= len(names) and float(gauges["Succeeded"]) >= len(valid_names)
+    assert "Traceback" not in operator.log_path.read_text(errors="replace")
