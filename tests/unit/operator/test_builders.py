@@ -135,3 +135,28 @@ def test_claim_template_becomes_a_pvc_retained_by_default():
                                           "claimTemplate": {"size": "1Gi", "retentionPolicy": "Delete"}}})
     assert build_pvc(deleting)["metadata"]["ownerReferences"][0]["uid"] == UID
     assert build_pvc(make_job()) is None  # an existing claim is used as it is
+
+
+def pod_templates(child):
+    key = "pytorchReplicaSpecs" if child["kind"] == "PyTorchJob" else "mpiReplicaSpecs"
+    return {replica: spec["template"]["spec"] for replica, spec in child["spec"][key].items()}
+
+
+def test_every_pod_of_both_kinds_is_locked_down_and_gets_the_token_by_reference():
+    """Master and Worker, Launcher and Worker: no API token, non-root, no escalation, no capabilities."""
+    for launcher, replicas in (("pytorchjob", {"Master", "Worker"}), ("mpijob", {"Launcher", "Worker"})):
+        job = make_job(spec={"launcher": launcher, "stages": {"sft": {"nodes": 2}},
+                             "hubTokenSecret": {"name": "hf", "key": "t"}, "env": [{"name": "A", "value": "1"}]})
+        templates = pod_templates(build_child(job, "sft", 1, "cfg", "claim"))
+        assert set(templates) == replicas
+        for replica, pod in templates.items():
+            where = f"{launcher} {replica}"
+            assert pod["automountServiceAccountToken"] is False, where
+            assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] > 0, where
+            assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, where
+            for container in pod["containers"]:
+                security = container["securityContext"]
+                assert security == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                                    "runAsNonRoot": True}, where
+                token = [e for e in container["env"] if e["name"] == "HF_TOKEN"]
+                assert token == [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "t"}}}], where
