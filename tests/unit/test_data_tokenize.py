@@ -248,6 +248,27 @@ def test_a_different_tokenizer_gives_a_new_key(tmp_path, tok, builds):
     assert other.convert_tokens_to_ids("Question") in examples.train[0].input_ids
 
 
+def bpe_tokenizer(merges: list[tuple[str, str]]):
+    """A fast BPE tokenizer over a fixed vocabulary; only `merges` varies."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(["<unk>", "a", "b", "c", "ab", "bc"])}
+    backend = Tokenizer(models.BPE(vocab, merges, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", pad_token="<unk>")
+
+
+def test_same_vocabulary_other_merges_gives_a_new_key():
+    first, second = bpe_tokenizer([("a", "b")]), bpe_tokenizer([("b", "c")])
+    assert first.get_vocab() == second.get_vocab()
+    assert first.tokenize("abc") != second.tokenize("abc")  # so cached token ids would be wrong
+    assert prepare.tokenizer_fingerprint(first) != prepare.tokenizer_fingerprint(second)
+    again = bpe_tokenizer([("a", "b")])
+    again(["ab c", "a"], padding=True, truncation=True, max_length=2)  # leaves call-time state in the backend
+    assert prepare.tokenizer_fingerprint(first) == prepare.tokenizer_fingerprint(again)
+
+
 def test_the_split_and_seed_are_part_of_the_key(tmp_path, tok, builds):
     write_pairs(tmp_path / "pairs.jsonl", PAIRS)
     prepare.step_examples(make_config(tmp_path), "sft", tok)

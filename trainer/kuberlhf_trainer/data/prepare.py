@@ -89,7 +89,16 @@ def _tokenize(config: RunConfig, step: str, tokenizer, data: StepData) -> dict:
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
-    vocab = json.dumps(sorted(tokenizer.get_vocab().items()))
+    """Changes whenever the tokenizer could split the same text differently. A fast tokenizer's
+    whole serialisation (merges, normalizer, pre-tokenizer) counts, not only its vocabulary:
+    two BPE tokenizers with one vocabulary but other merges tokenize differently."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        # Padding and truncation are call-time state that `transformers` leaves in the backend.
+        whole = {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("padding", "truncation")}
+        vocab = json.dumps(whole, sort_keys=True)
+    else:
+        vocab = json.dumps(sorted(tokenizer.get_vocab().items()))
     special = json.dumps(tokenizer.special_tokens_map, sort_keys=True, default=str)
     return hashlib.sha256(f"{type(tokenizer).__name__}\x1f{vocab}\x1f{special}".encode()).hexdigest()
 
