@@ -44,6 +44,22 @@ class Preempted(Exception):
     """SIGTERM arrived and the step saved a checkpoint: leave, and be restarted."""
 
 
+class StepClock:
+    """Seconds a step has taken over all its attempts: those up to the checkpoint this attempt
+    resumed from (saved in it), plus this attempt's own. Work lost after the last checkpoint of
+    a killed attempt is not counted: it was done again."""
+
+    def __init__(self):
+        self.started = time.perf_counter()
+        self.before = 0.0  # seconds of earlier attempts, up to the checkpoint resumed from
+
+    def attempt(self) -> float:
+        return time.perf_counter() - self.started
+
+    def elapsed(self) -> float:
+        return self.before + self.attempt()
+
+
 class StopSignal:
     """SIGTERM as a flag the training loops read at optimizer-step boundaries."""
 
@@ -66,9 +82,10 @@ class Checkpointer:
     """Save and load one step's checkpoints. `engines` maps a name to a DeepSpeed engine."""
 
     def __init__(self, settings: CheckpointSettings, step_dir: Path, engines: dict, runtime: Runtime,
-                 fingerprint: str, stop: Optional[StopSignal] = None):
+                 fingerprint: str, stop: Optional[StopSignal] = None, clock: Optional[StepClock] = None):
         self.settings, self.engines, self.runtime = settings, engines, runtime
         self.directory, self.fingerprint, self.stop = checkpoint_dir(step_dir), fingerprint, stop
+        self.clock = clock or StepClock()
         self.last_save = time.monotonic()
 
     # -- saving ----------------------------------------------------------------------------------
@@ -98,7 +115,8 @@ class Checkpointer:
         torch.save(_rng_state(), self.directory / f"{tag}.rng-rank{self.runtime.rank}.pt")
         self.runtime.barrier()
         if self.runtime.is_main:
-            torch.save({"fingerprint": self.fingerprint, "world_size": self.runtime.world_size, **state},
+            torch.save({"fingerprint": self.fingerprint, "world_size": self.runtime.world_size,
+                        "elapsed_seconds": self.clock.elapsed(), **state},
                        self.directory / f"{tag}.state.pt")
             _write_atomic(self.directory / f"{tag}.done", tag)
             self._prune()
@@ -148,6 +166,7 @@ class Checkpointer:
         rng_file = self.directory / f"{tag}.rng-rank{self.runtime.rank}.pt"
         if state.get("world_size") == self.runtime.world_size and rng_file.exists():
             _set_rng_state(torch.load(rng_file, weights_only=False))
+        self.clock.before = state.pop("elapsed_seconds", 0.0)
         if self.runtime.is_main:
             log.info("Resumed step %s from checkpoint %s", self.directory.name, tag)
         return state

@@ -80,6 +80,9 @@ def test_sigterm_saves_and_the_restarted_step_ends_bitwise_as_an_uninterrupted_o
     _same_weights(interrupted.parent / "out" / "sft" / "model.safetensors",
                   reference.parent / "out" / "sft" / "model.safetensors")
     assert not (interrupted.parent / "out" / ".sft.checkpoints").exists(), "checkpoints go once the step is done"
+    # The step's time counts the attempt before the checkpoint too; an uninterrupted one had one attempt.
+    assert ours["seconds"] > ours["seconds_this_attempt"] > 0
+    assert theirs["seconds"] == pytest.approx(theirs["seconds_this_attempt"], abs=0.05)
 
 
 def test_a_pipeline_killed_at_random_points_ends_as_an_uninterrupted_one(tmp_path):

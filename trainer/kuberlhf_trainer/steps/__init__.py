@@ -7,7 +7,6 @@ The step functions themselves (`sft.run`, ...) only train and return their figur
 from __future__ import annotations
 
 import logging
-import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -15,7 +14,7 @@ from .. import checkpoint, plots
 from ..config import STEP_NAMES, RunConfig
 from ..engine import Runtime
 from ..metrics import TrainingMetrics, job_name
-from ..resume import StopSignal, checkpoint_dir
+from ..resume import StepClock, StopSignal, checkpoint_dir
 from .common import StepContext
 
 log = logging.getLogger(__name__)
@@ -60,11 +59,11 @@ def run_step(step: str, config: RunConfig, runtime: Runtime, overwrite: bool = F
     if runtime.is_main:
         checkpoint.start_staging(final)
     runtime.barrier()
-    started = time.perf_counter()
+    clock = StepClock()
     metrics = TrainingMetrics(job_name(config.output_dir), step, config.metrics_port,
                               serve=runtime.local_rank == 0, devices=runtime.world_size)
     stop = StopSignal()
-    context = StepContext(config, runtime, staging, metrics, final, fingerprint, stop)
+    context = StepContext(config, runtime, staging, metrics, final, fingerprint, stop, clock)
     try:
         figures = step_function(step)(context)
     finally:
@@ -72,7 +71,8 @@ def run_step(step: str, config: RunConfig, runtime: Runtime, overwrite: bool = F
         stop.restore()
     summary = {
         "step": step,
-        "seconds": round(time.perf_counter() - started, 2),
+        "seconds": round(clock.elapsed(), 2),  # over every attempt, when the step was resumed
+        "seconds_this_attempt": round(clock.attempt(), 2),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "world_size": runtime.world_size,
         "device": runtime.device.type,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -17,7 +17,7 @@ from ..config import ModelSettings, RunConfig
 from ..data.sampler import ResumableSampler
 from ..engine import Runtime
 from ..metrics import TrainingMetrics
-from ..resume import Checkpointer, StopSignal, saved_world_size
+from ..resume import Checkpointer, StepClock, StopSignal, saved_world_size
 from ..models import apply_lora, is_lora_model
 from ..value_model import ValueModel, save_value_model
 
@@ -33,6 +33,7 @@ class StepContext:
     step_dir: Path  # where the outputs end up (its checkpoints live beside it)
     fingerprint: str  # of the configuration the step's result depends on
     stop: Optional[StopSignal] = None
+    clock: StepClock = field(default_factory=StepClock)  # the step's seconds, over every attempt
 
     @property
     def load_universal(self) -> bool:
@@ -48,7 +49,8 @@ class StepContext:
         )
 
     def checkpointer(self, engines: dict) -> Checkpointer:
-        return Checkpointer(self.config.checkpoint, self.step_dir, engines, self.runtime, self.fingerprint, self.stop)
+        return Checkpointer(self.config.checkpoint, self.step_dir, engines, self.runtime, self.fingerprint, self.stop,
+                            self.clock)
 
 
 class StepInputError(RuntimeError):
