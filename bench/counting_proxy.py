@@ -23,6 +23,7 @@ import re
 import ssl
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -33,6 +34,19 @@ _WRITES = {"POST", "PUT", "PATCH", "DELETE"}
 _ERRORS = ((500, "InternalError", "etcdserver: request timed out"),
            (503, "ServiceUnavailable", "the server is currently unable to handle the request"),
            (429, "TooManyRequests", "the server has received too many requests and has asked us to try again later"))
+
+
+def proxy_kubeconfig(token: str, port: int, path: Path) -> str:
+    """A kubeconfig file at `path` that reaches the API server through the proxy on `port`."""
+    config = {
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "proxy", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
+        "users": [{"name": "admin", "user": {"token": token}}],
+        "contexts": [{"name": "proxy", "context": {"cluster": "proxy", "user": "admin"}}],
+        "current-context": "proxy",
+    }
+    path.write_text(json.dumps(config))
+    return str(path)
 
 
 def classify(method: str, path: str, query: str) -> str:

@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 
 from kubernetes import client, watch  # noqa: E402
 
-from bench.counting_proxy import CountingProxy  # noqa: E402
+from bench.counting_proxy import CountingProxy, proxy_kubeconfig  # noqa: E402
 from tests.support.controlplane import ControlPlane, locate_tools  # noqa: E402
 from tests.support.operator_process import OperatorProcess  # noqa: E402
 from tests.support.rlhfjobs import CRD_PATH, Cluster, manifest  # noqa: E402
@@ -70,18 +70,6 @@ class CreationWatcher:
                 self.seen.setdefault(event["object"]["metadata"]["name"], time.monotonic())
             resource_version = stream.resource_version
             stream.stop()
-
-
-def proxy_kubeconfig(cp: ControlPlane, port: int, path: Path) -> str:
-    config = {
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "proxy", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
-        "users": [{"name": "admin", "user": {"token": cp.token}}],
-        "contexts": [{"name": "proxy", "context": {"cluster": "proxy", "user": "admin"}}],
-        "current-context": "proxy",
-    }
-    path.write_text(json.dumps(config))
-    return str(path)
 
 
 def memory_mib(pid: int) -> dict[str, float]:
@@ -120,7 +108,7 @@ def run(args: argparse.Namespace, cp: ControlPlane, workdir: Path) -> dict:
     client.CoreV1Api(api).create_namespace({"metadata": {"name": NAMESPACE}})
     cluster = Cluster(api, NAMESPACE)
     proxy = CountingProxy(cp.server, str(cp.certs["ca_crt"])).start()
-    kubeconfig = proxy_kubeconfig(cp, proxy.port, workdir / "kubeconfig") if args.count_requests else cp.kubeconfig
+    kubeconfig = proxy_kubeconfig(cp.token, proxy.port, workdir / "kubeconfig") if args.count_requests else cp.kubeconfig
     operator = OperatorProcess(kubeconfig, workdir / "operator.log",
                                env={"KUBERLHF_OPERATOR_WORKERS": str(args.workers)} if args.workers else None)
     operator.start()

@@ -113,15 +113,7 @@ class Kube:
         """Write the RLHFJob's status unless the object changed since it was read (then raise
         StaleObject). Returns the new resourceVersion, or None if the job is gone."""
         body = {"metadata": {"resourceVersion": resource_version}, "status": status}
-        try:
-            out = self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, body)
-        except ApiException as error:
-            if error.status == CONFLICT:
-                raise StaleObject(f"RLHFJob {namespace}/{name} changed since version {resource_version}") from None
-            if error.status == NOT_FOUND:
-                return None
-            raise
-        return out["metadata"]["resourceVersion"]
+        return self._patch_job(self.custom.patch_namespaced_custom_object_status, namespace, name, body)
 
     def add_finalizer(self, namespace: str, name: str, resource_version: str, current: Iterable[str]) -> str | None:
         """Add our finalizer to the RLHFJob's list as read at `resource_version` (StaleObject if the
@@ -134,11 +126,18 @@ class Kube:
 
     def _set_finalizers(self, namespace: str, name: str, resource_version: str, finalizers: list[str]) -> str | None:
         body = {"metadata": {"resourceVersion": resource_version, "finalizers": finalizers}}
+        return self._patch_job(self.custom.patch_namespaced_custom_object, namespace, name, body)
+
+    @staticmethod
+    def _patch_job(patch, namespace: str, name: str, body: dict[str, Any]) -> str | None:
+        """Apply `patch` to the RLHFJob if it is still at the body's resourceVersion (else raise
+        StaleObject). Returns the new resourceVersion, or None if the job is gone."""
         try:
-            out = self.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, body)
+            out = patch(GROUP, VERSION, namespace, PLURAL, name, body)
         except ApiException as error:
             if error.status == CONFLICT:
-                raise StaleObject(f"RLHFJob {namespace}/{name} changed since version {resource_version}") from None
+                version = body["metadata"]["resourceVersion"]
+                raise StaleObject(f"RLHFJob {namespace}/{name} changed since version {version}") from None
             if error.status == NOT_FOUND:
                 return None
             raise

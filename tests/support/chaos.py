@@ -15,7 +15,6 @@ lists everything that ended wrong.
 
 from __future__ import annotations
 
-import json
 import random
 import threading
 import time
@@ -23,9 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client
-
-from bench.counting_proxy import CountingProxy, Faults
+from bench.counting_proxy import CountingProxy, Faults, proxy_kubeconfig
 from tests.support.controlplane import ControlPlane
 from tests.support.operator_process import OperatorProcess
 from tests.support.rlhfjobs import Cluster, manifest
@@ -85,18 +82,6 @@ def expected(plan: ChaosPlan, body: dict[str, Any]) -> tuple[str, set[str]]:
     return ("Failed" if failed else "Succeeded"), children
 
 
-def proxy_kubeconfig(cp: ControlPlane, port: int, path: Path) -> str:
-    config = {
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "proxy", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
-        "users": [{"name": "admin", "user": {"token": cp.token}}],
-        "contexts": [{"name": "proxy", "context": {"cluster": "proxy", "user": "admin"}}],
-        "current-context": "proxy",
-    }
-    path.write_text(json.dumps(config))
-    return str(path)
-
-
 class ChaosRun:
     def __init__(self, cp: ControlPlane, namespace: str, workdir: Path, plan: ChaosPlan):
         self.cp, self.namespace, self.workdir, self.plan = cp, namespace, workdir, plan
@@ -116,7 +101,7 @@ class ChaosRun:
     def run(self) -> dict[str, Any]:
         plan = self.plan
         proxy = CountingProxy(self.cp.server, str(self.cp.certs["ca_crt"]), faults=plan.faults).start()
-        kubeconfig = proxy_kubeconfig(self.cp, proxy.port, self.workdir / "proxy.kubeconfig")
+        kubeconfig = proxy_kubeconfig(self.cp.token, proxy.port, self.workdir / "proxy.kubeconfig")
         self.operator = OperatorProcess(kubeconfig, self.workdir / "operator.log")
         rng = random.Random(plan.seed + 1)
         script = lambda child: Outcome(  # noqa: E731
