@@ -42,6 +42,22 @@ def tiny_config(output_dir: Path, data: str = "sort", **overrides: Any) -> RunCo
     return build_config(base)
 
 
+def train_sft_and_reward(root: Path, runtime, reward_max_steps: int) -> Path:
+    """Tiny SFT and reward-model checkpoints under `root`, to start PPO from."""
+    from kuberlhf_trainer.steps import run_step
+
+    config = tiny_config(root, sft__max_steps=30, reward__max_steps=reward_max_steps)
+    run_step("sft", config, runtime)
+    run_step("reward", config, runtime)
+    return root
+
+
+def ppo_config(output_dir: Path, trained_steps: Path, **overrides: Any) -> RunConfig:
+    """A tiny run whose PPO starts from the checkpoints `train_sft_and_reward` made."""
+    return tiny_config(output_dir, ppo__actor_checkpoint=str(trained_steps / "sft"),
+                       ppo__reward_checkpoint=str(trained_steps / "reward"), **overrides)
+
+
 def cli_env() -> dict[str, str]:
     """The environment for a `kuberlhf` subprocess: CPU, and not this process's own distributed
     rendezvous (a test may have joined a one-process group, which sets RANK, MASTER_PORT ...)."""

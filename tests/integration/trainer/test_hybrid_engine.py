@@ -12,26 +12,17 @@ from kuberlhf_trainer.hybrid_engine import HFGeneration, HybridGeneration
 from kuberlhf_trainer.models import load_tokenizer
 from kuberlhf_trainer.rlhf import RLHFEngine
 from kuberlhf_trainer.steps import run_step
-from tests.support.tiny_runs import tiny_config
+from tests.support.tiny_runs import ppo_config, train_sft_and_reward
 
 
 @pytest.fixture(scope="module")
 def trained_steps(tmp_path_factory, runtime):
-    root = tmp_path_factory.mktemp("steps12")
-    config = tiny_config(root, sft__max_steps=30, reward__max_steps=10)
-    run_step("sft", config, runtime)
-    run_step("reward", config, runtime)
-    return root
-
-
-def _config(tmp_path, trained_steps, **overrides):
-    return tiny_config(tmp_path, ppo__actor_checkpoint=str(trained_steps / "sft"),
-                       ppo__reward_checkpoint=str(trained_steps / "reward"), **overrides)
+    return train_sft_and_reward(tmp_path_factory.mktemp("steps12"), runtime, reward_max_steps=10)
 
 
 @pytest.mark.parametrize("zero_stage,lora", [(0, 4), (3, 0), (3, 4)], ids=["lora", "zero3", "zero3+lora"])
 def test_hybrid_and_hf_agree_under_greedy_decoding(tmp_path, runtime, trained_steps, zero_stage, lora):
-    config = _config(tmp_path, trained_steps, actor_model__zero_stage=zero_stage, actor_model__lora__dim=lora)
+    config = ppo_config(tmp_path, trained_steps, actor_model__zero_stage=zero_stage, actor_model__lora__dim=lora)
     tokenizer = load_tokenizer(str(trained_steps / "sft"))
     engine = RLHFEngine(str(trained_steps / "sft"), str(trained_steps / "reward"), tokenizer, 10, config, runtime)
     if lora:  # adapters start as a no-op (B = 0): give them weight so merging matters
@@ -65,7 +56,7 @@ def test_switching_engines_does_not_change_the_training_result(tmp_path, runtime
     and consumes no random numbers of its own."""
     weights = {}
     for engine in ("hf", "hybrid"):
-        config = _config(tmp_path / engine, trained_steps, actor_model__zero_stage=3, ppo__max_steps=2,
+        config = ppo_config(tmp_path / engine, trained_steps, actor_model__zero_stage=3, ppo__max_steps=2,
                          ppo__generation__engine=engine)
         torch.manual_seed(0)
         run_step("ppo", config, runtime)
@@ -78,7 +69,7 @@ def test_switching_engines_does_not_change_the_training_result(tmp_path, runtime
 
 
 def test_deepspeed_engine_explains_that_it_needs_cuda(tmp_path, runtime, trained_steps):
-    config = _config(tmp_path, trained_steps, ppo__generation__engine="deepspeed")
+    config = ppo_config(tmp_path, trained_steps, ppo__generation__engine="deepspeed")
     tokenizer = load_tokenizer(str(trained_steps / "sft"))
     with pytest.raises(RuntimeError, match="needs CUDA.*Use 'hybrid'"):
         RLHFEngine(str(trained_steps / "sft"), str(trained_steps / "reward"), tokenizer, 10, config, runtime)
@@ -87,7 +78,7 @@ def test_deepspeed_engine_explains_that_it_needs_cuda(tmp_path, runtime, trained
 def test_generation_leaves_the_training_weights_untouched(tmp_path, runtime, trained_steps):
     """LoRA is merged into the inference copy only: the actor's own (adapter and base) weights
     come out of a generation phase bit for bit as they went in."""
-    config = _config(tmp_path, trained_steps, actor_model__zero_stage=3, actor_model__lora__dim=4)
+    config = ppo_config(tmp_path, trained_steps, actor_model__zero_stage=3, actor_model__lora__dim=4)
     tokenizer = load_tokenizer(str(trained_steps / "sft"))
     engine = RLHFEngine(str(trained_steps / "sft"), str(trained_steps / "reward"), tokenizer, 10, config, runtime)
     module = engine.actor.engine.module

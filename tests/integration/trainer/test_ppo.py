@@ -18,26 +18,17 @@ from kuberlhf_trainer.rlhf import PPOTrainer, RLHFEngine
 from kuberlhf_trainer.steps import run_step
 from kuberlhf_trainer.steps.common import StepInputError
 from kuberlhf_trainer.value_model import ValueModel
-from tests.support.tiny_runs import cli_env, run_cli, tiny_config
+from tests.support.tiny_runs import cli_env, ppo_config, run_cli, tiny_config, train_sft_and_reward
 
 
 @pytest.fixture(scope="module")
 def trained_steps(tmp_path_factory, runtime):
     """SFT and reward-model checkpoints to start PPO from (trained once for this module)."""
-    root = tmp_path_factory.mktemp("steps12")
-    config = tiny_config(root, sft__max_steps=30, reward__max_steps=20)
-    run_step("sft", config, runtime)
-    run_step("reward", config, runtime)
-    return root
-
-
-def _with_steps(tmp_path, trained_steps, **overrides):
-    return tiny_config(tmp_path, ppo__actor_checkpoint=str(trained_steps / "sft"),
-                       ppo__reward_checkpoint=str(trained_steps / "reward"), **overrides)
+    return train_sft_and_reward(tmp_path_factory.mktemp("steps12"), runtime, reward_max_steps=20)
 
 
 def test_ppo_writes_actor_critic_and_ema_and_reports_its_figures(tmp_path, runtime, trained_steps):
-    config = _with_steps(tmp_path, trained_steps, ppo__ema__enabled=True, ppo__max_steps=4,
+    config = ppo_config(tmp_path, trained_steps, ppo__ema__enabled=True, ppo__max_steps=4,
                          ppo__samples_per_prompt=2, ppo__center_rewards_per_prompt=True)
     summary = run_step("ppo", config, runtime)
 
@@ -71,7 +62,7 @@ def test_ppo_needs_the_earlier_steps(tmp_path, runtime):
 
 
 def test_blog_api_generate_experience_and_train_rlhf(tmp_path, runtime, trained_steps):
-    config = _with_steps(tmp_path, trained_steps)
+    config = ppo_config(tmp_path, trained_steps)
     tokenizer = load_tokenizer(str(trained_steps / "sft"))
     engine = RLHFEngine(str(trained_steps / "sft"), str(trained_steps / "reward"), tokenizer, 10, config, runtime)
     trainer = PPOTrainer(engine, config.ppo)
@@ -88,7 +79,7 @@ def test_blog_api_generate_experience_and_train_rlhf(tmp_path, runtime, trained_
 def test_ppo_with_lora_zero3_and_the_pretraining_mix(tmp_path, runtime, trained_steps):
     text = tmp_path / "pretrain.txt"
     text.write_text("the quick brown fox jumps over the lazy dog. " * 200)
-    config = _with_steps(tmp_path, trained_steps, actor_model__zero_stage=3, actor_model__lora__dim=4,
+    config = ppo_config(tmp_path, trained_steps, actor_model__zero_stage=3, actor_model__lora__dim=4,
                          actor_model__lora__only_optimize=True, reward_model__zero_stage=3,
                          reward_model__lora__dim=4, ppo__ptx__dataset=str(text), ppo__ptx__coef=1.0,
                          ppo__ema__enabled=True, ppo__max_steps=2)
@@ -99,7 +90,7 @@ def test_ppo_with_lora_zero3_and_the_pretraining_mix(tmp_path, runtime, trained_
 
 
 def test_ppo_in_two_processes(tmp_path, trained_steps):
-    config = _with_steps(tmp_path / "out", trained_steps, actor_model__zero_stage=3, reward_model__zero_stage=3,
+    config = ppo_config(tmp_path / "out", trained_steps, actor_model__zero_stage=3, reward_model__zero_stage=3,
                          deployment_type="single_node", nproc_per_node=2, ppo__max_steps=2)
     config_file = tmp_path / "run.yaml"
     config_file.write_text(dump_config(config))
@@ -117,7 +108,7 @@ def test_metrics_endpoint_serves_every_documented_metric_during_ppo(tmp_path, tr
     from kuberlhf_trainer.metrics import DEFINITIONS, PREFIX
 
     port = free_port()
-    config = _with_steps(tmp_path / "out", trained_steps, ppo__max_steps=60, ppo__num_train_epochs=50, metrics_port=port)
+    config = ppo_config(tmp_path / "out", trained_steps, ppo__max_steps=60, ppo__num_train_epochs=50, metrics_port=port)
     config_file = tmp_path / "run.yaml"
     config_file.write_text(dump_config(config))
     process = subprocess.Popen([sys.executable, "-m", "kuberlhf_trainer", "step", "ppo", "--config", str(config_file)],
@@ -154,7 +145,7 @@ def _parse(text: str) -> dict[str, float]:
 
 def test_several_generation_batches_and_ppo_epochs_per_update(tmp_path, runtime, trained_steps):
     # prompts of different lengths: the batches' experience is padded to one width and joined
-    config = _with_steps(tmp_path, trained_steps, ppo__generation_batches=3, ppo__ppo_epochs=2, ppo__max_steps=2,
+    config = ppo_config(tmp_path, trained_steps, ppo__generation_batches=3, ppo__ppo_epochs=2, ppo__max_steps=2,
                          ppo__per_device_training_batch_size=5, ppo__eval_interval=1)
     summary = run_step("ppo", config, runtime)
     assert summary["iterations"] == 2
