@@ -264,13 +264,24 @@ class GenerationSettings(_Section):
         description="'hybrid': our hybrid engine (gather once, merged LoRA, KV cache); 'hf': plain generate; "
         "'deepspeed': DeepSpeed's own hybrid engine (CUDA only).",
     )
+    decoding: Literal["auto", "compiled", "eager"] = Field(
+        "auto",
+        description="Engine 'hybrid': 'compiled' decodes with a static KV cache kept between generation phases and "
+        "torch.compile (CUDA graphs on GPU); 'eager' with a KV cache that grows per token, nothing compiled; 'auto' "
+        "is 'compiled' on CUDA and 'eager' elsewhere (on CPU compiling costs more than it saves).",
+    )
     do_sample: bool = Field(True, description="Sample answers; false decodes greedily.")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling probability mass.")
     top_k: int = Field(0, ge=0, description="Sample from the k most likely tokens; 0 disables.")
     inference_tp_size: int = Field(1, ge=1, description="Tensor-parallel size for DeepSpeed's hybrid engine.")
     tp_gather_partition_size: int = Field(8, ge=1, description="DeepSpeed hybrid engine: gather partition size.")
-    release_inference_cache: bool = Field(False, description="DeepSpeed hybrid engine: free the inference cache after generating.")
+    release_inference_cache: bool = Field(
+        False,
+        description="Free the inference copy and KV cache after each generation phase (engines 'hybrid' and "
+        "'deepspeed'): less memory while training, a new allocation (and with compiled decoding, new CUDA graphs) "
+        "per phase.",
+    )
     pin_parameters: bool = Field(True, description="DeepSpeed hybrid engine: pin gathered parameters in memory.")
 
 

@@ -6,11 +6,13 @@ parameters from the other processes at every decoded token. `ppo.generation.engi
   hf         Hugging Face `generate` on the training module itself: the baseline.
   hybrid     ours. On entering generation the actor's weights are gathered once (under ZeRO-3)
              and copied into an inference copy of the model with LoRA merged, which decodes in
-             eval mode with a KV cache and no ZeRO hooks (on CUDA: a static cache, so decoding
-             compiles). The training weights are never modified, so switching engines does not
-             change the training result. Without ZeRO-3 and LoRA the training module is already
-             whole and is used directly. `release_inference_cache` frees the copy after each
-             generation phase (less memory, one more allocation per iteration).
+             eval mode with a KV cache and no ZeRO hooks. With `decoding` 'compiled' (the default
+             on CUDA) the KV cache is static and kept between phases and the decoding step is
+             compiled (CUDA graphs on GPU). The training weights are never modified, so switching
+             engines does not change the training result. Without ZeRO-3 and LoRA the training
+             module is already whole and is used directly. `release_inference_cache` frees the
+             copy and the cache after each generation phase (less memory, one more allocation
+             per iteration).
   deepspeed  DeepSpeed's own hybrid engine (CUDA only: its inference kernels do not exist on CPU).
 """
 
@@ -29,9 +31,10 @@ from .models import is_lora_model
 class GenerationEngine:
     """Answers from the actor for left-padded prompts; subclasses decide how the weights get there."""
 
-    def __init__(self, actor_engine, settings: GenerationSettings, max_new_tokens: int, tokenizer,
-                 zero3: bool, world_size: int):
-        self.actor_engine, self.settings, self.max_new_tokens = actor_engine, settings, max_new_tokens
+    def __init__(self, actor_engine, settings: GenerationSettings, max_prompt_len: int, max_new_tokens: int,
+                 tokenizer, zero3: bool, world_size: int):
+        self.actor_engine, self.settings = actor_engine, settings
+        self.max_prompt_len, self.max_new_tokens = max_prompt_len, max_new_tokens
         self.eos_id, self.pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
         self.zero3, self.world_size = zero3, world_size
 
@@ -55,25 +58,48 @@ class HybridGeneration(GenerationEngine):
         module = self.actor_engine.module
         self.needs_copy = self.zero3 or is_lora_model(module)
         self._copy: Optional[torch.nn.Module] = None
+        self._caches: dict[int, tuple] = {}  # batch size -> (length, static KV cache), kept between phases
+
+    def compiled(self, device: torch.device) -> bool:
+        decoding = self.settings.decoding
+        return decoding == "compiled" or (decoding == "auto" and device.type == "cuda")
 
     def generate(self, prompt_ids, prompt_mask, greedy=False):
         with self._inference_model() as model:
             # No collectives while decoding: each process holds whole weights now.
-            extra = {"cache_implementation": "static"} if prompt_ids.is_cuda else {}
+            extra = self._compiled_decoding(model, prompt_ids) if self.compiled(prompt_ids.device) else {}
             return generate(model, prompt_ids, prompt_mask, self.max_new_tokens, self.settings, self.eos_id,
                             self.pad_id, greedy=greedy, **extra)
 
+    def _compiled_decoding(self, model: torch.nn.Module, prompt_ids: torch.Tensor) -> dict:
+        """`generate` arguments that compile the decoding step (CUDA graphs on GPU).
+
+        The static KV cache is sized for the longest prompt plus the longest answer and reused by
+        every phase with this batch size: the compiled step then sees tensors of the same shape at
+        the same addresses each time, so it compiles (and records its graphs) once, not once per
+        phase or per prompt length."""
+        from transformers import CompileConfig, StaticCache
+
+        batch, prompt_len = prompt_ids.shape
+        length, cache = self._caches.get(batch, (0, None))
+        if length < prompt_len + self.max_new_tokens:
+            length = max(self.max_prompt_len, prompt_len) + self.max_new_tokens
+            cache = StaticCache(config=model.config, max_cache_len=length)
+            self._caches[batch] = (length, cache)
+        cache.reset()
+        on_cuda = prompt_ids.is_cuda
+        compile_config = CompileConfig(mode="reduce-overhead" if on_cuda else "default")
+        compile_config._compile_all_devices = not on_cuda  # transformers compiles on accelerators only unless told
+        return {"cache": cache, "compile_config": compile_config}
+
     @contextlib.contextmanager
     def _inference_model(self) -> Iterator[torch.nn.Module]:
-        if not self.needs_copy:
-            yield self.actor_engine.module
-            return
-        copy = self._load_weights()
+        model = self._load_weights() if self.needs_copy else self.actor_engine.module
         try:
-            yield copy
+            yield model
         finally:
             if self.settings.release_inference_cache:
-                self._copy = None
+                self._copy, self._caches = None, {}
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
 
@@ -82,6 +108,10 @@ class HybridGeneration(GenerationEngine):
         module = self.actor_engine.module
         if self._copy is None:
             self._copy = _empty_copy(module)
+        elif is_lora_model(self._copy):
+            # peft merges only what it has not merged yet: mark the last phase's merge undone first,
+            # or every phase after the first would decode the base weights without the adapters.
+            self._copy.unmerge_adapter()
         sources = list(module.parameters())
         gathered = _gathered(sources) if self.zero3 else contextlib.nullcontext()
         with gathered, torch.no_grad():

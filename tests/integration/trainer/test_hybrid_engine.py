@@ -22,33 +22,71 @@ def trained_steps(tmp_path_factory, runtime):
 
 @pytest.mark.parametrize("zero_stage,lora", [(0, 4), (3, 0), (3, 4)], ids=["lora", "zero3", "zero3+lora"])
 def test_hybrid_and_hf_agree_under_greedy_decoding(tmp_path, runtime, trained_steps, zero_stage, lora):
+    """In every generation phase, after the weights changed as training changes them: the inference
+    copy must follow each update (and merge the adapters anew each time)."""
     config = ppo_config(tmp_path, trained_steps, actor_model__zero_stage=zero_stage, actor_model__lora__dim=lora)
     tokenizer = load_tokenizer(str(trained_steps / "sft"))
     engine = RLHFEngine(str(trained_steps / "sft"), str(trained_steps / "reward"), tokenizer, 10, config, runtime)
-    if lora:  # adapters start as a no-op (B = 0): give them weight so merging matters
-        _perturb_lora(engine.actor.engine.module, zero3=zero_stage == 3)
     hybrid = engine.generation
     assert isinstance(hybrid, HybridGeneration) and hybrid.needs_copy
-    plain = HFGeneration(engine.actor.engine, config.ppo.generation, config.ppo.max_answer_seq_len, tokenizer,
-                         zero_stage == 3, runtime.world_size)
+    plain = HFGeneration(engine.actor.engine, config.ppo.generation, config.ppo.max_prompt_seq_len,
+                         config.ppo.max_answer_seq_len, tokenizer, zero_stage == 3, runtime.world_size)
     prompts = collate_prompts(step_examples(config, "ppo", tokenizer).train[:8], tokenizer.pad_token_id)
-    ours = hybrid.generate(prompts["input_ids"], prompts["attention_mask"], greedy=True)
-    theirs = plain.generate(prompts["input_ids"], prompts["attention_mask"], greedy=True)
-    assert torch.equal(ours.sequences, theirs.sequences)
-    assert torch.equal(ours.answer_mask, theirs.answer_mask)
+    answers = []
+    for phase in range(3):
+        # an "update" between phases; with LoRA only the adapters move (they start as a no-op, B = 0)
+        _perturb(engine.actor.engine.module, zero3=zero_stage == 3, only_lora=bool(lora), seed=phase)
+        ours = hybrid.generate(prompts["input_ids"], prompts["attention_mask"], greedy=True)
+        theirs = plain.generate(prompts["input_ids"], prompts["attention_mask"], greedy=True)
+        assert torch.equal(ours.sequences, theirs.sequences), f"phase {phase}"
+        assert torch.equal(ours.answer_mask, theirs.answer_mask), f"phase {phase}"
+        answers.append(ours.sequences)
+    assert not torch.equal(answers[1], answers[2]), "the updates change the answers"
 
 
-def _perturb_lora(module, zero3: bool) -> None:
+@pytest.mark.parametrize("zero_stage,lora", [(0, 0), (3, 4)], ids=["training-module", "zero3+lora-copy"])
+def test_compiled_decoding_agrees_and_compiles_once(tmp_path, runtime, trained_steps, zero_stage, lora):
+    """decoding 'compiled' (the default on CUDA; forced here on CPU): the static KV cache and the
+    compiled step give plain generate's greedy answers, and a second phase with prompts of another
+    length reuses what was compiled instead of compiling again."""
+    from torch._dynamo.utils import counters
+
+    config = ppo_config(tmp_path, trained_steps, actor_model__zero_stage=zero_stage, actor_model__lora__dim=lora,
+                        ppo__generation__decoding="compiled")
+    tokenizer = load_tokenizer(str(trained_steps / "sft"))
+    engine = RLHFEngine(str(trained_steps / "sft"), str(trained_steps / "reward"), tokenizer, 10, config, runtime)
+    if lora:  # adapters start as a no-op (B = 0): give them weight so merging matters
+        _perturb(engine.actor.engine.module, zero3=zero_stage == 3)
+    hybrid = engine.generation
+    assert hybrid.compiled(torch.device("cpu"))
+    plain = HFGeneration(engine.actor.engine, config.ppo.generation, config.ppo.max_prompt_seq_len,
+                         config.ppo.max_answer_seq_len, tokenizer, zero_stage == 3, runtime.world_size)
+    examples = sorted(step_examples(config, "ppo", tokenizer).train, key=lambda e: len(e.prompt_ids))
+    short, long = examples[:8], examples[-8:]
+    assert len(short[-1].prompt_ids) < len(long[-1].prompt_ids)
+    graphs = []
+    for batch in (short, long):
+        prompts = collate_prompts(batch, tokenizer.pad_token_id)
+        ours = hybrid.generate(prompts["input_ids"], prompts["attention_mask"], greedy=True)
+        theirs = plain.generate(prompts["input_ids"], prompts["attention_mask"], greedy=True)
+        assert torch.equal(ours.sequences, theirs.sequences)
+        graphs.append(counters["stats"]["unique_graphs"])
+    assert graphs[0] > 0, "the decoding step was compiled"
+    assert graphs[1] == graphs[0], "the second phase compiled nothing new"
+
+
+def _perturb(module, zero3: bool, only_lora: bool = True, seed: int = 0) -> None:
+    """Move the actor's weights as a training step would: the LoRA B matrices, or every weight."""
     import contextlib
 
     import deepspeed
 
-    params = [p for name, p in module.named_parameters() if "lora_B" in name]
+    params = [p for name, p in module.named_parameters() if "lora_B" in name or not only_lora]
     gathered = deepspeed.zero.GatheredParameters(params, modifier_rank=0) if zero3 else contextlib.nullcontext()
-    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(seed)
     with gathered, torch.no_grad():
         for param in params:
-            param.normal_(0, 0.05)
+            param.add_(torch.randn(param.shape, generator=generator, dtype=param.dtype) * (0.3 if only_lora else 0.05))
 
 
 def test_switching_engines_does_not_change_the_training_result(tmp_path, runtime, trained_steps):
@@ -82,7 +120,7 @@ def test_generation_leaves_the_training_weights_untouched(tmp_path, runtime, tra
     tokenizer = load_tokenizer(str(trained_steps / "sft"))
     engine = RLHFEngine(str(trained_steps / "sft"), str(trained_steps / "reward"), tokenizer, 10, config, runtime)
     module = engine.actor.engine.module
-    _perturb_lora(module, zero3=True)
+    _perturb(module, zero3=True)
     before = {name: p.ds_tensor.clone() for name, p in module.named_parameters()}
     prompts = collate_prompts(step_examples(config, "ppo", tokenizer).train[:8], tokenizer.pad_token_id)
     engine.generation.generate(prompts["input_ids"], prompts["attention_mask"])

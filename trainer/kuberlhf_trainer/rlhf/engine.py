@@ -61,8 +61,8 @@ class RLHFEngine:
         self.reward = self._frozen(lambda: ValueModel.from_pretrained(critic_model_name_or_path, self.dtype),
                                    critic_settings, ppo.offload_reward_model)
         self.generation = ENGINES[ppo.generation.engine](
-            self.actor.engine, ppo.generation, ppo.max_answer_seq_len, tokenizer, actor_settings.zero_stage == 3,
-            runtime.world_size,
+            self.actor.engine, ppo.generation, ppo.max_prompt_seq_len, ppo.max_answer_seq_len, tokenizer,
+            actor_settings.zero_stage == 3, runtime.world_size,
         )
         self.ema = ActorEMA(self.actor.engine.module, ppo.ema.beta, actor_settings.zero_stage == 3) if ppo.ema.enabled else None
 
