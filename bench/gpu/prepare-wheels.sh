@@ -4,6 +4,7 @@
 # prometheus-client (docs: /work/.library/device/KINDS.md) but not DeepSpeed, datasets or
 # pydantic, and nothing can be downloaded there. This puts wheels for Python 3.12 into .whl/
 # (ignored by git), which bench/gpu/check.sh installs there; pass `.whl` in the run's carry.
+# Versions follow hack/constraints.txt.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
@@ -17,6 +18,8 @@ download() {
 }
 # pydantic and its compiled core, pinned as hack/constraints.txt pins pydantic
 download pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
+# the versions the CPU suite runs (the image has older transformers and peft)
+download transformers==5.24.0 peft==0.21.2
 # datasets and what it needs beyond the image
 download datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19
 # DeepSpeed ships as source: build a pure-Python wheel here (its CUDA ops compile at first use there)

@@ -45,6 +45,16 @@ def test_ppo_writes_actor_critic_and_ema_and_reports_its_figures(tmp_path, runti
     throughput = summary["throughput"]
     assert throughput["generation_tokens_per_second"] > 0 and throughput["training_tokens_per_second"] > 0
     assert throughput["effective_tflops_per_device"] > 0 and throughput["peak_memory_mb"] > 0
+    # each iteration's seconds add up to the breakdown; the steady-state figures leave the first out
+    first = summary["history"][0]
+    assert set(first["seconds"]) == phases and first["work"]["generated_tokens"] > 0
+    breakdown = summary["time_breakdown_seconds"]
+    assert sum(breakdown.values()) == pytest.approx(sum(sum(r["seconds"].values()) for r in summary["history"]), abs=0.1)
+    warm = summary["throughput_after_first_iteration"]
+    later = summary["history"][1:]
+    assert warm["seconds_per_iteration"] == pytest.approx(sum(sum(r["seconds"].values()) for r in later) / len(later))
+    assert warm["generation_tokens_per_second"] == pytest.approx(
+        sum(r["work"]["generated_tokens"] for r in later) / sum(r["seconds"]["generation"] for r in later))
     actor = AutoModelForCausalLM.from_pretrained(out)
     ema = AutoModelForCausalLM.from_pretrained(out / "actor_ema")
     ValueModel.from_pretrained(out / "critic")

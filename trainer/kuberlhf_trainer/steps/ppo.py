@@ -65,8 +65,10 @@ def run(ctx: StepContext) -> dict:
         loop.restore(resumed, trainer)
     before = resumed["before"] if resumed else evaluate()  # measured once, before any training
     train(trainer, loop, iterations, runtime, evaluate, metrics, checkpointer, {"before": before})
-    history, timings = loop.history, dict(loop.timings)
-    throughput = _throughput(loop.work, loop.timings, runtime, len(history))
+    history = loop.history
+    throughput = _throughput(history, runtime)
+    # The first iteration pays for compiling the decoding step and warming up the device.
+    warm = _throughput(history[1:], runtime) if len(history) > 1 else None
     after = evaluate()
     after_ema = None
     if engine.ema is not None:
@@ -74,8 +76,8 @@ def run(ctx: StepContext) -> dict:
             after_ema = evaluate()
 
     _save(engine, out_dir, tokenizer, runtime)
-    summary = _summary(before, after, after_ema, history, timings, len(data.train), data.skipped, len(eval_prompts))
-    return summary | {"throughput": throughput}
+    summary = _summary(before, after, after_ema, history, len(data.train), data.skipped, len(eval_prompts))
+    return summary | {"throughput": throughput, "throughput_after_first_iteration": warm}
 
 
 def _require_checkpoint(path: str, step: str) -> str:
@@ -95,14 +97,12 @@ class LoopState:
 
     prompts: "BatchStream"
     ptx: Optional["BatchStream"] = None
-    history: list = field(default_factory=list)  # one record of figures per iteration
-    timings: dict = field(default_factory=lambda: defaultdict(float))  # seconds per phase, evaluation excluded
-    work: dict = field(default_factory=lambda: defaultdict(float))  # tokens and FLOPs over all iterations
+    history: list = field(default_factory=list)  # one record of figures per iteration (with its seconds and work)
 
     def checkpoint(self, trainer: PPOTrainer, extra: dict) -> dict:
         ema = trainer.engine.ema
         return {
-            "history": self.history, "timings": dict(self.timings), "work": dict(self.work),
+            "history": self.history,
             "prompts": self.prompts.position(), "ptx": self.ptx.position() if self.ptx else None,
             "kl_coef": trainer.kl.coef, "trainer_iteration": trainer.iteration,
             "ema": [t.clone() for t in ema.shadow] if ema is not None else None, **extra,
@@ -110,8 +110,6 @@ class LoopState:
 
     def restore(self, state: dict, trainer: PPOTrainer) -> None:
         self.history = state["history"]
-        self.timings.update(state["timings"])
-        self.work.update(state["work"])
         self.prompts.seek(*state["prompts"])
         if self.ptx is not None and state["ptx"] is not None:
             self.ptx.seek(*state["ptx"])
@@ -171,10 +169,9 @@ def train(trainer: PPOTrainer, loop: LoopState, iterations: int, runtime: Runtim
         trainer.end_iteration(record["kl"], len(experience))
         loop.history.append(record)
         done = len(loop.history)
-        spent = {phase: seconds - clock.get(phase, 0.0) for phase, seconds in trainer.timer.seconds.items()}
-        for phase, seconds in spent.items():
-            loop.timings[phase] += seconds
-        _report(metrics, record, experience, spent, sizes, trainer, runtime, (done, iterations), loop.work)
+        record["seconds"] = {phase: seconds - clock.get(phase, 0.0) for phase, seconds in trainer.timer.seconds.items()}
+        record["work"] = _work(experience, sizes, trainer, runtime)
+        _report(metrics, record, trainer, runtime, (done, iterations))
         progress.update(int(experience.attention_mask.sum()) * runtime.world_size,
                         reward=record["reward_mean"], kl=record["kl"])
         if settings.eval_interval and done % settings.eval_interval == 0:
@@ -186,44 +183,65 @@ def train(trainer: PPOTrainer, loop: LoopState, iterations: int, runtime: Runtim
     progress.close()
 
 
-def _report(metrics: TrainingMetrics, record: dict, exp: Experience, spent: dict, sizes: tuple[int, int],
-            trainer: PPOTrainer, runtime: Runtime, progress: tuple[int, int], work: dict) -> None:
-    """Publish one iteration (progress, PPO health, throughput per phase with FLOP estimates) and
-    add its tokens and FLOPs to `work`."""
+def _work(exp: Experience, sizes: tuple[int, int], trainer: PPOTrainer, runtime: Runtime) -> dict:
+    """Tokens (over all processes) and estimated FLOPs of one iteration, per phase."""
     actor, critic = sizes
     world = runtime.world_size
-    generated = exp.answer_mask.sum().item() * world  # tokens over all processes
+    generated = exp.answer_mask.sum().item() * world
     sequence = exp.attention_mask.sum().item() * world
     trained = sequence * trainer.settings.ppo_epochs
     recompute = trainer.engine.actor.settings.gradient_checkpointing
-    flops = {
-        "generation": forward_flops(actor, generated),
-        "experience": forward_flops(2 * actor + 2 * critic, sequence),  # actor, reference, critic, reward
-        "training": training_flops(actor, trained, recompute) + training_flops(critic, trained, recompute),
+    return {
+        "generated_tokens": generated,
+        "trained_tokens": trained,
+        "generation_flops": forward_flops(actor, generated),
+        "experience_flops": forward_flops(2 * actor + 2 * critic, sequence),  # actor, reference, critic, reward
+        "training_flops": training_flops(actor, trained, recompute) + training_flops(critic, trained, recompute),
     }
-    training_seconds = spent.get("actor_train", 0.0) + spent.get("critic_train", 0.0)
+
+
+def _report(metrics: TrainingMetrics, record: dict, trainer: PPOTrainer, runtime: Runtime,
+            progress: tuple[int, int]) -> None:
+    """Publish one iteration: progress, PPO health, throughput per phase with FLOP estimates."""
+    spent, work = record["seconds"], record["work"]
     metrics.progress(*progress)
-    metrics.throughput("generation", generated, spent.get("generation", 0.0), flops["generation"])
-    metrics.throughput("training", trained, training_seconds, flops["training"])
-    metrics.set("effective_tflops_per_device", sum(flops.values()) / max(sum(spent.values()), 1e-9) / world / 1e12)
+    metrics.throughput("generation", work["generated_tokens"], spent.get("generation", 0.0), work["generation_flops"])
+    metrics.throughput("training", work["trained_tokens"], _training_seconds(spent), work["training_flops"])
+    metrics.set("effective_tflops_per_device", _effective_tflops([record], runtime))
     for name in ("reward_mean", "reward_std", "kl", "entropy", "clip_fraction", "response_length"):
         metrics.set(f"ppo_{name}", record[name])
     metrics.set("ppo_value_loss", record["critic_loss"])
     metrics.set("train_loss", record["actor_loss"])
-    work["generated"] += generated
-    work["trained"] += trained
-    work["flops"] += sum(flops.values())
 
 
-def _throughput(work: dict, timings: dict, runtime: Runtime, iterations: int) -> dict:
-    """Throughput over the whole PPO loop, as the step-3 benchmark reports it."""
-    total = sum(timings.values())
-    training = timings.get("actor_train", 0.0) + timings.get("critic_train", 0.0)
+def _training_seconds(seconds: dict) -> float:
+    return seconds.get("actor_train", 0.0) + seconds.get("critic_train", 0.0)
+
+
+def _total(records: list, key: str) -> dict:
+    """Per-name sums of the records' `key` dictionaries (their seconds, or their work)."""
+    totals = defaultdict(float)
+    for record in records:
+        for name, value in record[key].items():
+            totals[name] += value
+    return totals
+
+
+def _effective_tflops(records: list, runtime: Runtime) -> float:
+    """All FLOPs of step 3 over all of its time (the DeepSpeed-Chat blog's effective throughput)."""
+    work, seconds = _total(records, "work"), _total(records, "seconds")
+    flops = work["generation_flops"] + work["experience_flops"] + work["training_flops"]
+    return flops / max(sum(seconds.values()), 1e-9) / runtime.world_size / 1e12
+
+
+def _throughput(records: list, runtime: Runtime) -> dict:
+    """Throughput over these iterations, as the step-3 benchmark reports it (evaluation excluded)."""
+    work, seconds = _total(records, "work"), _total(records, "seconds")
     return {
-        "generation_tokens_per_second": work["generated"] / max(timings.get("generation", 0.0), 1e-9),
-        "training_tokens_per_second": work["trained"] / max(training, 1e-9),
-        "effective_tflops_per_device": work["flops"] / max(total, 1e-9) / runtime.world_size / 1e12,
-        "seconds_per_iteration": total / max(iterations, 1),
+        "generation_tokens_per_second": work["generated_tokens"] / max(seconds["generation"], 1e-9),
+        "training_tokens_per_second": work["trained_tokens"] / max(_training_seconds(seconds), 1e-9),
+        "effective_tflops_per_device": _effective_tflops(records, runtime),
+        "seconds_per_iteration": sum(seconds.values()) / max(len(records), 1),
         "peak_memory_mb": peak_memory_mb(runtime),
     }
 
@@ -297,7 +315,7 @@ def _save(engine: RLHFEngine, out_dir: Path, tokenizer, runtime: Runtime) -> Non
             tokenizer.save_pretrained(target)
 
 
-def _summary(before, after, after_ema, history, timings, num_prompts, skipped, num_eval) -> dict:
+def _summary(before, after, after_ema, history, num_prompts, skipped, num_eval) -> dict:
     summary = {
         "reward_before": before["reward"],
         "reward_after": after["reward"],
@@ -307,7 +325,7 @@ def _summary(before, after, after_ema, history, timings, num_prompts, skipped, n
         "train_prompts": num_prompts,
         "skipped_prompts": skipped,
         "eval_prompts": num_eval,
-        "time_breakdown_seconds": {k: round(v, 2) for k, v in timings.items()},
+        "time_breakdown_seconds": {k: round(v, 2) for k, v in _total(history, "seconds").items()},
     }
     for name, figures in (("sft", before), ("ppo", after), ("ema", after_ema)):
         if figures is not None:
