@@ -79,27 +79,44 @@ class ChatSession:
         ids = torch.tensor([self.prompt_ids(message)], device=self.model.device)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         sampling = {"do_sample": True, "temperature": self.temperature, "top_k": 0} if self.temperature > 0 else {"do_sample": False}
+        # stop_strings ends generation itself at an invented turn, instead of running on to
+        # max_new_tokens while we wait.
         kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=self.max_new_tokens,
                       eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id,
-                      streamer=streamer, **sampling)
-        worker = threading.Thread(target=self.model.generate, kwargs=kwargs, daemon=True)
+                      stop_strings=[STOP_MARK], tokenizer=self.tokenizer, streamer=streamer, **sampling)
+        output = {}
+        worker = threading.Thread(target=lambda: output.update(ids=self.model.generate(**kwargs)), daemon=True)
         worker.start()
-        answer = ""
+        streamed, shown = "", ""
         for piece in streamer:
-            cut = (answer + piece).find(STOP_MARK)
-            if cut >= 0:  # the model began inventing the next human turn: the answer ends here
-                piece = (answer + piece)[len(answer) : cut]
-                answer += piece
-                yield piece
-                break
-            answer += piece
-            yield piece
+            streamed += piece
+            visible = _before_stop_mark(streamed)
+            if len(visible) > len(shown):
+                yield visible[len(shown) :]
+                shown = visible
         worker.join()
+        # The whole answer from its tokens (the streamer may hold back the last one), cut at the mark.
+        answer = self.tokenizer.decode(output["ids"][0, ids.shape[1] :], skip_special_tokens=True)
+        answer = answer.split(STOP_MARK)[0]
+        if answer.startswith(shown) and len(answer) > len(shown):
+            yield answer[len(shown) :]
         self.history.append(Turn(message, answer.strip()))
 
     def ask(self, message: str) -> str:
         """The whole answer at once."""
         return "".join(self.send(message)).strip()
+
+
+def _before_stop_mark(text: str) -> str:
+    """`text` up to the stop mark, without a tail that may be the mark's beginning (not shown
+    until the next piece tells)."""
+    cut = text.find(STOP_MARK)
+    if cut >= 0:
+        return text[:cut]
+    for size in range(min(len(STOP_MARK) - 1, len(text)), 0, -1):
+        if text.endswith(STOP_MARK[:size]):
+            return text[:-size]
+    return text
 
 
 def run_chat(model_dir: str, max_new_tokens: int, temperature: float, stream=sys.stdout, lines=None) -> int:

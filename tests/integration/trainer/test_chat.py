@@ -39,6 +39,27 @@ def test_turns_are_remembered_and_streamed(model_dir):
     assert "Human: a" not in session.tokenizer.decode(session.prompt_ids("d"))
 
 
+def test_an_answer_ends_where_the_model_starts_the_next_human_turn(tmp_path):
+    """A model that learned to go on with a made-up "Human:" turn: the answer stops there, and
+    only the answer joins the history."""
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = char_tokenizer()
+    config = builtin_config("builtin:llama-tiny", len(tokenizer), tokenizer)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    text = "\n\nHuman: hi\n\nAssistant: ok\n\nHuman: more please"
+    ids = torch.tensor([tokenizer(text)["input_ids"]])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(150):  # learn the conversation by heart, invented turn included
+        optimizer.zero_grad()
+        model(input_ids=ids, labels=ids).loss.backward()
+        optimizer.step()
+    session = ChatSession(model.eval(), tokenizer, max_new_tokens=40)
+    assert session.ask("hi") == "ok"
+    assert session.history[0].assistant == "ok"
+
+
 def test_the_oldest_turns_make_room_within_the_context(model_dir):
     session = ChatSession.load(model_dir, max_new_tokens=16)
     for word in ("first", "second", "third", "fourth"):
