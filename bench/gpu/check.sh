@@ -22,9 +22,9 @@ python3 -c "import torch, deepspeed, transformers, peft; print(torch.__version__
 shapes=(--device cuda --actor builtin:opt-1.3b --reward builtin:opt-350m --zero-stage 2 --nproc 1
         --data hh:.whl/hh.jsonl --prompt-len 256 --answer-len 256 --vocab-size 50272 --iterations 3
         --batch 64 --train-batch 16 --gradient-checkpointing)
-timeout $(( $(left) - 200 )) python3 bench/step3_engines.py "${shapes[@]}" --engines hf hybrid 2>&1 \
+timeout $(( $(left) - 120 )) python3 bench/step3_engines.py "${shapes[@]}" --engines hf hybrid 2>&1 \
   | grep -v "Writing model" | tee "$out/bench.txt"
-timeout $(( $(left) > 150 ? 150 : $(left) - 30 )) python3 -m pytest tests/gpu -q -m gpu -p no:cacheprovider 2>&1 \
+timeout $(( $(left) > 130 ? 100 : $(left) - 30 )) python3 -m pytest tests/gpu -q -m gpu -p no:cacheprovider 2>&1 \
   | tail -n 40 | tee "$out/tests.txt"
 timeout $(( $(left) - 5 )) python3 bench/step3_engines.py "${shapes[@]}" --engines deepspeed 2>&1 \
   | grep -v "Writing model" | tail -n 40 | tee "$out/bench-deepspeed.txt"
