@@ -279,8 +279,8 @@ class GenerationSettings(_Section):
     release_inference_cache: bool = Field(
         False,
         description="Free the inference copy and KV cache after each generation phase (engines 'hybrid' and "
-        "'deepspeed'): less memory while training, a new allocation (and with compiled decoding, new CUDA graphs) "
-        "per phase.",
+        "'deepspeed'): less memory while training, but a new allocation per phase (and, with compiled decoding, "
+        "compiling again).",
     )
     pin_parameters: bool = Field(True, description="DeepSpeed hybrid engine: pin gathered parameters in memory.")
 

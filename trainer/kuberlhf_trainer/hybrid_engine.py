@@ -11,8 +11,8 @@ parameters from the other processes at every decoded token. `ppo.generation.engi
              compiled (CUDA graphs on GPU). The training weights are never modified, so switching
              engines does not change the training result. Without ZeRO-3 and LoRA the training
              module is already whole and is used directly. `release_inference_cache` frees the
-             copy and the cache after each generation phase (less memory, one more allocation
-             per iteration).
+             copy and the cache after each generation phase: less memory while training, but
+             one more allocation per iteration and, with compiled decoding, compiling again.
   deepspeed  DeepSpeed's own hybrid engine (CUDA only: its inference kernels do not exist on CPU).
 """
 
