@@ -427,6 +427,14 @@ class RunConfig(_Section):
             needs_data = step in self.steps and shares[index] == 0
             if needs_data and not (step == "sft" and self.data.sft_only_datasets):
                 raise ValueError(f"data.data_split gives step '{step}' no data, but steps includes it")
+        if "ppo" in self.steps and self.ppo.generation.engine == "deepspeed":
+            if self.device == "cpu":
+                raise ValueError("ppo.generation.engine 'deepspeed' needs CUDA (DeepSpeed's inference kernels), "
+                                 "but device is 'cpu'; use engine 'hybrid'")
+            if self.actor_model.lora.dim > 0:
+                raise ValueError("ppo.generation.engine 'deepspeed' would generate without the actor's LoRA adapters "
+                                 "(DeepSpeed's hybrid engine fuses only DeepSpeed-Chat's own LoRA layers, not peft's); "
+                                 "use engine 'hybrid', which merges them, or actor_model.lora.dim 0")
         if self.ppo.generation.inference_tp_size > 1 and self.actor_model.zero_stage != 3:
             raise ValueError("ppo.generation.inference_tp_size > 1 needs actor_model.zero_stage 3")
         if self.ppo.center_rewards_per_prompt and self.ppo.samples_per_prompt < 2:

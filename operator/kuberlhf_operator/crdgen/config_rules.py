@@ -22,6 +22,9 @@ STEP_ORDER = "['sft', 'reward', 'ppo']"
 SHARES = "self.data.data_split.split(',').map(p, double(p.trim()))"
 SHARE_INDEX = "(s == 'sft' ? 0 : (s == 'reward' ? 1 : 2))"
 NUMBER = r"\s*([0-9]+(\.[0-9]*)?|\.[0-9]+)\s*"
+# Step 3 runs with DeepSpeed's own hybrid engine (a condition: the rules using it say "!(this && that)").
+DEEPSPEED_ENGINE_IN_PPO = ("(!has(self.steps) || 'ppo' in self.steps) && has(self.ppo) && has(self.ppo.generation)"
+                           " && has(self.ppo.generation.engine) && self.ppo.generation.engine == 'deepspeed'")
 
 # Dataset entries the trainer can never load, told apart without looking at any file (the same
 # names as kuberlhf_trainer.data: a unit test checks). An entry '<prefix>:<rest>' whose prefix is
@@ -102,6 +105,19 @@ RULES: dict[str, list[dict[str, str]]] = {
                     " && size(self.data.sft_only_datasets) > 0))",
             "message": "data.data_split gives a step in steps no data (a share of 0)",
             "fieldPath": ".data.data_split",
+        },
+        {
+            "rule": f"!({DEEPSPEED_ENGINE_IN_PPO} && has(self.device) && self.device == 'cpu')",
+            "message": "ppo.generation.engine 'deepspeed' needs CUDA (DeepSpeed's inference kernels), but device is "
+                       "'cpu'; use engine 'hybrid'",
+            "fieldPath": ".ppo.generation.engine",
+        },
+        {
+            "rule": f"!({DEEPSPEED_ENGINE_IN_PPO} && has(self.actor_model) && has(self.actor_model.lora)"
+                    " && has(self.actor_model.lora.dim) && self.actor_model.lora.dim > 0)",
+            "message": "ppo.generation.engine 'deepspeed' would generate without the actor's LoRA adapters (DeepSpeed's "
+                       "hybrid engine fuses only DeepSpeed-Chat's own LoRA layers, not peft's); use engine 'hybrid'",
+            "fieldPath": ".ppo.generation.engine",
         },
         {
             "rule": "!has(self.nproc_per_node) || self.nproc_per_node <= 1"

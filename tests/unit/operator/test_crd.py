@@ -148,6 +148,9 @@ VIOLATIONS = [
     ("SyntheticTaskSettings", {"data": {"synthetic": {"min_digits": 9}}}, "data.synthetic"),
     ("RunConfig", {"steps": ["ppo", "sft"]}, "steps"),
     ("RunConfig", {"nproc_per_node": 2}, "(top level)"),
+    ("RunConfig", {"device": "cpu", "ppo": {"generation": {"engine": "deepspeed"}}}, "(top level)"),
+    ("RunConfig", {"actor_model": {"name_or_path": "m", "lora": {"dim": 8}}, "ppo": {"generation": {"engine": "deepspeed"}}},
+     "(top level)"),
     ("RunConfig", {"data": {"data_split": "0,5,5"}}, "(top level)"),
     ("DataSettings", {"data": {"data_split": "0,0,0"}}, "data.data_split"),
 ]
