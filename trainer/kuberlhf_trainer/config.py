@@ -268,7 +268,8 @@ class GenerationSettings(_Section):
         "auto",
         description="Engine 'hybrid': 'compiled' decodes with a static KV cache kept between generation phases and "
         "torch.compile (CUDA graphs on GPU); 'eager' with a KV cache that grows per token, nothing compiled; 'auto' "
-        "is 'compiled' on CUDA and 'eager' elsewhere (on CPU compiling costs more than it saves).",
+        "is 'compiled' on CUDA and 'eager' elsewhere (on CPU compiling costs more than it saves). Engine 'deepspeed': "
+        "anything but 'eager' turns on its CUDA-graph decoding (hybrid_engine.enable_cuda_graph).",
     )
     do_sample: bool = Field(True, description="Sample answers; false decodes greedily.")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature.")

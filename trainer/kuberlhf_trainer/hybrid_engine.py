@@ -167,6 +167,9 @@ def deepspeed_hybrid_config(settings: GenerationSettings, max_out_tokens: int, i
         "release_inference_cache": settings.release_inference_cache,
         "pin_parameters": settings.pin_parameters,
         "tp_gather_partition_size": settings.tp_gather_partition_size,
+        # DeepSpeed's own CUDA-graph decoding; it falls back to eager decoding, with a warning,
+        # under ZeRO-3, release_inference_cache or inference_tp_size > 1.
+        "enable_cuda_graph": settings.decoding != "eager",
     }
 
 
