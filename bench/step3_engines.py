@@ -65,11 +65,34 @@ def make_checkpoints(root: Path, actor: str, reward: str, vocab_size: int, devic
 
 def run(root: Path, args, engine: str, nproc: int, checkpoints: tuple[Path, Path]) -> dict:
     """One `kuberlhf step ppo` with this engine; its steady-state throughput (or an `error`)."""
-    from kuberlhf_trainer.config import build_config, dump_config
+    from kuberlhf_trainer.config import ConfigError, dump_config
     from kuberlhf_trainer.engine import free_port
 
     out = root / f"{engine}-{nproc}"
-    config = build_config({
+    try:
+        config = _config(args, engine, nproc, checkpoints, out)
+    except ConfigError as error:
+        return {"error": str(error)}
+    out.mkdir(parents=True, exist_ok=True)
+    config_file = out / "config.yaml"
+    config_file.write_text(dump_config(config))
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={free_port()}",
+               "--module", "kuberlhf_trainer", "step", "ppo", "--config", str(config_file)]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    if result.returncode != 0:  # the error lines (e.g. out of memory), or the end of the log
+        errors = [line for line in result.stderr.splitlines() if "Error:" in line]
+        return {"error": "\n".join(dict.fromkeys(errors)) or result.stderr[-3000:]}
+    summary = json.loads((out / "ppo" / "summary.json").read_text())
+    steady = summary["throughput_after_first_iteration"] or summary["throughput"]
+    return steady | {"breakdown": summary["time_breakdown_seconds"]}
+
+
+def _config(args, engine: str, nproc: int, checkpoints: tuple[Path, Path], out: Path):
+    """The step-3 run config of one engine (ConfigError if the combination is refused)."""
+    from kuberlhf_trainer.config import build_config
+
+    return build_config({
         "actor_model": {"name_or_path": args.actor, "zero_stage": args.zero_stage,
                         "gradient_checkpointing": args.gradient_checkpointing},
         "reward_model": {"name_or_path": args.reward, "zero_stage": args.zero_stage,
@@ -87,19 +110,6 @@ def run(root: Path, args, engine: str, nproc: int, checkpoints: tuple[Path, Path
         "output_dir": str(out), "device": args.device, "steps": ["ppo"], "dtype": args.dtype,
         "deployment_type": "single_node" if nproc > 1 else "single_gpu", "nproc_per_node": nproc,
     })
-    (out).mkdir(parents=True, exist_ok=True)
-    config_file = out / "config.yaml"
-    config_file.write_text(dump_config(config))
-    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={free_port()}",
-               "--module", "kuberlhf_trainer", "step", "ppo", "--config", str(config_file)]
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
-    result = subprocess.run(command, capture_output=True, text=True, env=env)
-    if result.returncode != 0:  # the error lines (e.g. out of memory), or the end of the log
-        errors = [line for line in result.stderr.splitlines() if "Error:" in line]
-        return {"error": "\n".join(dict.fromkeys(errors)) or result.stderr[-3000:]}
-    summary = json.loads((out / "ppo" / "summary.json").read_text())
-    steady = summary["throughput_after_first_iteration"] or summary["throughput"]
-    return steady | {"breakdown": summary["time_breakdown_seconds"]}
 
 
 def main() -> int:

@@ -6,6 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from kuberlhf_trainer.config import ConfigError
 from kuberlhf_trainer.data.prepare import step_examples
 from kuberlhf_trainer.data.tokenize import collate_prompts
 from kuberlhf_trainer.hybrid_engine import HFGeneration, HybridGeneration
@@ -107,7 +108,10 @@ def test_switching_engines_does_not_change_the_training_result(tmp_path, runtime
 
 
 def test_deepspeed_engine_explains_that_it_needs_cuda(tmp_path, runtime, trained_steps):
-    config = ppo_config(tmp_path, trained_steps, ppo__generation__engine="deepspeed")
+    """With device 'cpu' the config refuses it; with 'auto' on a machine without CUDA, step 3 does."""
+    with pytest.raises(ConfigError, match="ppo.generation.engine 'deepspeed' needs CUDA"):
+        ppo_config(tmp_path, trained_steps, ppo__generation__engine="deepspeed")
+    config = ppo_config(tmp_path, trained_steps, ppo__generation__engine="deepspeed", device="auto")
     tokenizer = load_tokenizer(str(trained_steps / "sft"))
     with pytest.raises(RuntimeError, match="needs CUDA.*Use 'hybrid'"):
         RLHFEngine(str(trained_steps / "sft"), str(trained_steps / "reward"), tokenizer, 10, config, runtime)
