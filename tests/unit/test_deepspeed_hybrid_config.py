@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kuberlhf_trainer.config import GenerationSettings
+from kuberlhf_trainer.config import ConfigError, GenerationSettings
 from kuberlhf_trainer.hybrid_engine import deepspeed_hybrid_config
 
 
@@ -26,5 +26,5 @@ def test_eager_decoding_turns_deepspeeds_cuda_graphs_off():
 
 
 def test_without_cuda_the_error_says_why_and_what_to_use():
-    with pytest.raises(RuntimeError, match="needs CUDA.*Use 'hybrid'"):
+    with pytest.raises(ConfigError, match="needs CUDA.*Use 'hybrid'"):  # a user error: exit 2, not retried
         deepspeed_hybrid_config(GenerationSettings(engine="deepspeed"), 512, is_cuda=False)

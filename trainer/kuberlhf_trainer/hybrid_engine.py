@@ -23,7 +23,7 @@ from typing import Iterator, Optional
 
 import torch
 
-from .config import GenerationSettings
+from .config import ConfigError, GenerationSettings
 from .generation import Rollout, generate
 from .models import is_lora_model
 
@@ -156,7 +156,7 @@ class DeepSpeedGeneration(GenerationEngine):
 def deepspeed_hybrid_config(settings: GenerationSettings, max_out_tokens: int, is_cuda: bool) -> dict:
     """The `hybrid_engine` section of the actor's DeepSpeed config (engine 'deepspeed' only)."""
     if not is_cuda:
-        raise RuntimeError(
+        raise ConfigError(
             "ppo.generation.engine 'deepspeed': DeepSpeed's hybrid engine needs CUDA (its inference kernels "
             "are not implemented for the CPU backend). Use 'hybrid', kuberlhf's own engine, which works everywhere."
         )

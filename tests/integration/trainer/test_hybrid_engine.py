@@ -113,7 +113,7 @@ def test_deepspeed_engine_explains_that_it_needs_cuda(tmp_path, runtime, trained
         ppo_config(tmp_path, trained_steps, ppo__generation__engine="deepspeed")
     config = ppo_config(tmp_path, trained_steps, ppo__generation__engine="deepspeed", device="auto")
     tokenizer = load_tokenizer(str(trained_steps / "sft"))
-    with pytest.raises(RuntimeError, match="needs CUDA.*Use 'hybrid'"):
+    with pytest.raises(ConfigError, match="needs CUDA.*Use 'hybrid'"):
         RLHFEngine(str(trained_steps / "sft"), str(trained_steps / "reward"), tokenizer, 10, config, runtime)
 
 

@@ -138,6 +138,15 @@ def test_bad_config_exits_2_naming_the_field(tmp_path):
     assert not (tmp_path / "sft").exists(), "nothing starts on a bad config"
 
 
+def test_a_step_3_that_cannot_run_on_this_machine_stops_the_pipeline_before_step_1(tmp_path):
+    result = run_cli("train", "--output_dir", str(tmp_path), "--actor-model", "builtin:llama-tiny",
+                     "--reward-model", "builtin:llama-tiny", "--data.datasets", "builtin:sort",
+                     "--ppo.generation.engine", "deepspeed")  # device auto, and this machine has no CUDA
+    assert result.returncode == 2, result.stderr
+    assert "ppo.generation.engine 'deepspeed'" in result.stderr and "use 'hybrid'" in result.stderr
+    assert not (tmp_path / "sft").exists(), "steps 1 and 2 did not run first"
+
+
 def test_bad_input_is_reported_in_the_termination_log_for_the_operator(tmp_path, monkeypatch):
     log = tmp_path / "termination-log"
     monkeypatch.setenv("KUBERLHF_TERMINATION_LOG", str(log))
