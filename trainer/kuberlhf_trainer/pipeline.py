@@ -172,6 +172,11 @@ def report(steps: dict) -> str:
         if ppo.get("task_score_sft") is not None:
             line += f"; task score {_fmt(ppo['task_score_sft'])} -> {_fmt(ppo.get('task_score_ppo'))}"
         lines.append(line + f"; KL {_fmt(ppo.get('kl'))} ({ppo.get('seconds', 0):.0f} s)")
+        speed = ppo.get("throughput_after_first_iteration") or ppo.get("throughput")
+        if speed:
+            lines.append(f"          generation {speed['generation_tokens_per_second']:.0f} tokens/s, training "
+                         f"{speed['training_tokens_per_second']:.0f} tokens/s, "
+                         f"{speed['seconds_per_iteration']:.2f} s per iteration")
     return "\n".join(lines)
 
 
