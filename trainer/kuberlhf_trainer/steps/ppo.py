@@ -171,7 +171,7 @@ def train(trainer: PPOTrainer, loop: LoopState, iterations: int, runtime: Runtim
         done = len(loop.history)
         record["seconds"] = {phase: seconds - clock.get(phase, 0.0) for phase, seconds in trainer.timer.seconds.items()}
         record["work"] = _work(experience, sizes, trainer, runtime)
-        _report(metrics, record, trainer, runtime, (done, iterations))
+        _report(metrics, record, runtime, (done, iterations))
         progress.update(int(experience.attention_mask.sum()) * runtime.world_size,
                         reward=record["reward_mean"], kl=record["kl"])
         if settings.eval_interval and done % settings.eval_interval == 0:
@@ -200,8 +200,7 @@ def _work(exp: Experience, sizes: tuple[int, int], trainer: PPOTrainer, runtime:
     }
 
 
-def _report(metrics: TrainingMetrics, record: dict, trainer: PPOTrainer, runtime: Runtime,
-            progress: tuple[int, int]) -> None:
+def _report(metrics: TrainingMetrics, record: dict, runtime: Runtime, progress: tuple[int, int]) -> None:
     """Publish one iteration: progress, PPO health, throughput per phase with FLOP estimates."""
     spent, work = record["seconds"], record["work"]
     metrics.progress(*progress)
