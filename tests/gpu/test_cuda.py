@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from kuberlhf_trainer.steps import run_step
-from tests.support.tiny_runs import tiny_config
+from tests.support.tiny_runs import plain_generation, tiny_config
 
 pytestmark = [
     pytest.mark.gpu,
@@ -45,7 +45,6 @@ def test_hybrid_engine_compiles_decoding_on_cuda_and_agrees_with_generate(tmp_pa
 
     from kuberlhf_trainer.data.prepare import step_examples
     from kuberlhf_trainer.data.tokenize import collate_prompts
-    from kuberlhf_trainer.hybrid_engine import HFGeneration
     from kuberlhf_trainer.models import load_tokenizer
     from kuberlhf_trainer.rlhf import RLHFEngine
 
@@ -58,8 +57,7 @@ def test_hybrid_engine_compiles_decoding_on_cuda_and_agrees_with_generate(tmp_pa
     engine = RLHFEngine(str(tmp_path / "sft"), str(tmp_path / "reward"), tokenizer, 10, config, cuda_runtime)
     hybrid = engine.generation
     assert hybrid.compiled(cuda_runtime.device), "decoding 'auto' compiles on CUDA"
-    plain = HFGeneration(engine.actor.engine, config.ppo.generation, config.ppo.max_prompt_seq_len,
-                         config.ppo.max_answer_seq_len, tokenizer, False, 1)
+    plain = plain_generation(engine, config, cuda_runtime)
     examples = sorted(step_examples(config, "ppo", tokenizer).train, key=lambda e: len(e.prompt_ids))
     graphs = []
     for batch in (examples[:8], examples[-8:]):

@@ -58,6 +58,16 @@ def ppo_config(output_dir: Path, trained_steps: Path, **overrides: Any) -> RunCo
                        ppo__reward_checkpoint=str(trained_steps / "reward"), **overrides)
 
 
+def plain_generation(engine, config: RunConfig, runtime):
+    """Plain `generate` (engine 'hf') on an RLHFEngine's actor, with the run's settings: the
+    baseline the other engines' answers are compared with."""
+    from kuberlhf_trainer.hybrid_engine import HFGeneration
+
+    ppo = config.ppo
+    return HFGeneration(engine.actor.engine, ppo.generation, ppo.max_prompt_seq_len, ppo.max_answer_seq_len,
+                        engine.tokenizer, config.actor_model.zero_stage == 3, runtime.world_size)
+
+
 def cli_env() -> dict[str, str]:
     """The environment for a `kuberlhf` subprocess: CPU, and not this process's own distributed
     rendezvous (a test may have joined a one-process group, which sets RANK, MASTER_PORT ...)."""

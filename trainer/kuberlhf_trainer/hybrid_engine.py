@@ -153,13 +153,18 @@ class DeepSpeedGeneration(GenerationEngine):
                         self.eos_id, self.pad_id, synced_gpus=self.zero3 and self.world_size > 1, greedy=greedy)
 
 
-def deepspeed_hybrid_config(settings: GenerationSettings, max_out_tokens: int, is_cuda: bool) -> dict:
-    """The `hybrid_engine` section of the actor's DeepSpeed config (engine 'deepspeed' only)."""
+def require_cuda_for_deepspeed_engine(is_cuda: bool) -> None:
+    """ConfigError unless CUDA is there: DeepSpeed's hybrid engine cannot run without it."""
     if not is_cuda:
         raise ConfigError(
             "ppo.generation.engine 'deepspeed': DeepSpeed's hybrid engine needs CUDA (its inference kernels "
             "are not implemented for the CPU backend). Use 'hybrid', kuberlhf's own engine, which works everywhere."
         )
+
+
+def deepspeed_hybrid_config(settings: GenerationSettings, max_out_tokens: int, is_cuda: bool) -> dict:
+    """The `hybrid_engine` section of the actor's DeepSpeed config (engine 'deepspeed' only)."""
+    require_cuda_for_deepspeed_engine(is_cuda)
     return {
         "enabled": True,
         "max_out_tokens": max_out_tokens,

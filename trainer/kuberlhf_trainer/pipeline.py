@@ -91,25 +91,25 @@ def processes_per_node(config: RunConfig) -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() and config.device != "cpu" else 2
 
 
-def cannot_run_here(config: RunConfig) -> Optional[str]:
-    """What keeps a later step from running on this machine, if anything. (With multi_node the
-    steps run on the hostfile's machines, which this one cannot look at.)"""
+def check_later_steps_can_run_here(config: RunConfig) -> None:
+    """ConfigError now, before step 1, for what would stop a later step on this machine. (With
+    multi_node the steps run on the hostfile's machines, which this one cannot look at.)"""
     if "ppo" in config.steps and config.ppo.generation.engine == "deepspeed" and config.deployment_type != "multi_node":
         import torch
 
-        if not torch.cuda.is_available():
-            return ("ppo.generation.engine 'deepspeed': DeepSpeed's hybrid engine needs CUDA and this machine has "
-                    "none; use 'hybrid', kuberlhf's own engine, which works everywhere")
-    return None
+        from .hybrid_engine import require_cuda_for_deepspeed_engine
+
+        require_cuda_for_deepspeed_engine(torch.cuda.is_available())
 
 
 def run_pipeline(config: RunConfig, embedded: bool, overwrite: bool) -> int:
     if embedded:
         print("No --config or --actor-model given: running the embedded default "
               "(a tiny model built from a config, the built-in sorting task).")
-    problem = cannot_run_here(config)
-    if problem:  # found before step 1, not after steps 1 and 2
-        return report_input_error(ConfigError(problem))
+    try:
+        check_later_steps_can_run_here(config)
+    except ConfigError as error:
+        return report_input_error(error)
     config_path = write_config(config)
     nproc = processes_per_node(config)
     print(f"Steps {' -> '.join(config.steps)}; output in {config.output_dir}; {nproc} process(es) per node.")

@@ -9,11 +9,11 @@ from safetensors.torch import load_file
 from kuberlhf_trainer.config import ConfigError
 from kuberlhf_trainer.data.prepare import step_examples
 from kuberlhf_trainer.data.tokenize import collate_prompts
-from kuberlhf_trainer.hybrid_engine import HFGeneration, HybridGeneration
+from kuberlhf_trainer.hybrid_engine import HybridGeneration
 from kuberlhf_trainer.models import load_tokenizer
 from kuberlhf_trainer.rlhf import RLHFEngine
 from kuberlhf_trainer.steps import run_step
-from tests.support.tiny_runs import ppo_config, train_sft_and_reward
+from tests.support.tiny_runs import plain_generation, ppo_config, train_sft_and_reward
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +30,7 @@ def test_hybrid_and_hf_agree_under_greedy_decoding(tmp_path, runtime, trained_st
     engine = RLHFEngine(str(trained_steps / "sft"), str(trained_steps / "reward"), tokenizer, 10, config, runtime)
     hybrid = engine.generation
     assert isinstance(hybrid, HybridGeneration) and hybrid.needs_copy
-    plain = HFGeneration(engine.actor.engine, config.ppo.generation, config.ppo.max_prompt_seq_len,
-                         config.ppo.max_answer_seq_len, tokenizer, zero_stage == 3, runtime.world_size)
+    plain = plain_generation(engine, config, runtime)
     prompts = collate_prompts(step_examples(config, "ppo", tokenizer).train[:8], tokenizer.pad_token_id)
     answers = []
     for phase in range(3):
@@ -60,8 +59,7 @@ def test_compiled_decoding_agrees_and_compiles_once(tmp_path, runtime, trained_s
         _perturb(engine.actor.engine.module, zero3=zero_stage == 3)
     hybrid = engine.generation
     assert hybrid.compiled(torch.device("cpu"))
-    plain = HFGeneration(engine.actor.engine, config.ppo.generation, config.ppo.max_prompt_seq_len,
-                         config.ppo.max_answer_seq_len, tokenizer, zero_stage == 3, runtime.world_size)
+    plain = plain_generation(engine, config, runtime)
     examples = sorted(step_examples(config, "ppo", tokenizer).train, key=lambda e: len(e.prompt_ids))
     short, long = examples[:8], examples[-8:]
     assert len(short[-1].prompt_ids) < len(long[-1].prompt_ids)

@@ -143,7 +143,7 @@ def test_a_step_3_that_cannot_run_on_this_machine_stops_the_pipeline_before_step
                      "--reward-model", "builtin:llama-tiny", "--data.datasets", "builtin:sort",
                      "--ppo.generation.engine", "deepspeed")  # device auto, and this machine has no CUDA
     assert result.returncode == 2, result.stderr
-    assert "ppo.generation.engine 'deepspeed'" in result.stderr and "use 'hybrid'" in result.stderr
+    assert "ppo.generation.engine 'deepspeed'" in result.stderr and "use 'hybrid'" in result.stderr.lower()
     assert not (tmp_path / "sft").exists(), "steps 1 and 2 did not run first"
 
 
