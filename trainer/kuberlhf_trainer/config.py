@@ -346,6 +346,25 @@ class PPOSettings(_Optimizer):
     ema: EMASettings = Field(default_factory=EMASettings, description="EMA of the actor.")
     ptx: PTXSettings = Field(default_factory=PTXSettings, description="Pretraining-mix objective.")
 
+    @property
+    def micro_batches_per_iteration(self) -> int:
+        """PPO micro-batches per process in one iteration: ppo_epochs passes over its sequences."""
+        sequences = self.per_device_generation_batch_size * self.generation_batches * self.samples_per_prompt
+        return self.ppo_epochs * -(-sequences // self.per_device_training_batch_size)
+
+    @model_validator(mode="after")
+    def _whole_accumulations(self) -> "PPOSettings":
+        # An accumulation running across iterations would leave half-accumulated gradients at each
+        # iteration's end, where checkpoints are saved and the KL coefficient moves.
+        micro = self.micro_batches_per_iteration
+        if micro % self.gradient_accumulation_steps:
+            raise ValueError(
+                f"gradient_accumulation_steps {self.gradient_accumulation_steps} does not divide the {micro} PPO "
+                "micro-batches of an iteration (ppo_epochs x ceil(per_device_generation_batch_size x "
+                "generation_batches x samples_per_prompt / per_device_training_batch_size))"
+            )
+        return self
+
 
 class CheckpointSettings(_Section):
     """Checkpoints inside a step, so a preempted or crashed step resumes where it stopped."""

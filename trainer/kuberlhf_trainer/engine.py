@@ -6,7 +6,6 @@ the steps never write DeepSpeed keys themselves.
 
 from __future__ import annotations
 
-import math
 import os
 import socket
 from dataclasses import dataclass
@@ -182,8 +181,10 @@ def initialize(model, ds_config: dict, optimizer=None, scheduler=None):
 
 
 def optimizer_steps(num_batches: int, accumulation: int, epochs: int, max_steps: Optional[int]) -> int:
-    """Optimizer steps the loop will take: what the learning-rate schedule spans."""
-    total = epochs * math.ceil(num_batches / accumulation)
+    """Optimizer steps the loop will take: what the learning-rate schedule spans. DeepSpeed's
+    micro-batch count runs on across epochs, so an accumulation can span an epoch's end; the
+    micro-batches left over after the last full accumulation make no step."""
+    total = epochs * num_batches // accumulation
     return min(total, max_steps) if max_steps else total
 
 

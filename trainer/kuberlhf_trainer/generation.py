@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from .config import GenerationSettings
+from .models import eval_mode
 
 
 @dataclass
@@ -55,24 +56,22 @@ def generate(
 
     `synced_gpus` keeps ZeRO-3 processes in step (each forward gathers parameters collectively)
     even when one process finishes its answers first."""
-    was_training = model.training
-    model.eval()
     do_sample = sampling.do_sample and not greedy
-    output = model.generate(
-        input_ids=prompt_ids,
-        attention_mask=prompt_mask,
-        max_new_tokens=max_new_tokens,
-        do_sample=do_sample,
-        temperature=sampling.temperature if do_sample else None,
-        top_p=sampling.top_p if do_sample else None,
-        top_k=sampling.top_k if do_sample else None,
-        eos_token_id=eos_id,
-        pad_token_id=pad_id,
-        synced_gpus=synced_gpus,
-        use_cache=True,
-        **generate_kwargs,
-    )
-    model.train(was_training)
+    with eval_mode(model):
+        output = model.generate(
+            input_ids=prompt_ids,
+            attention_mask=prompt_mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=do_sample,
+            temperature=sampling.temperature if do_sample else None,
+            top_p=sampling.top_p if do_sample else None,
+            top_k=sampling.top_k if do_sample else None,
+            eos_token_id=eos_id,
+            pad_token_id=pad_id,
+            synced_gpus=synced_gpus,
+            use_cache=True,
+            **generate_kwargs,
+        )
     prompt_len = prompt_ids.shape[1]
     answers = output[:, prompt_len:]
     answer_mask = answer_mask_from(answers, eos_id)

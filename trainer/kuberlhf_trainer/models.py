@@ -204,6 +204,23 @@ def lora_scaling(lora: LoraSettings) -> float:
     return (lora.alpha if lora.alpha is not None else lora.dim) / lora.dim
 
 
+@contextlib.contextmanager
+def eval_mode(*modules: torch.nn.Module) -> Iterator[None]:
+    """The modules in eval mode inside the block, each back in its own mode after.
+
+    Sampling and scoring run in eval mode (no dropout, no activation recomputation); training
+    runs in train mode. A model from `from_pretrained` starts in eval mode, so the steps set
+    train mode themselves (make_trainable) and use this block for everything that is not training."""
+    modes = [module.training for module in modules]
+    for module in modules:
+        module.eval()
+    try:
+        yield
+    finally:
+        for module, mode in zip(modules, modes):
+            module.train(mode)
+
+
 def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     """Positions counted over real tokens only, as `generate` counts them: left padding must
     not shift the positions a model sees between sampling and scoring."""

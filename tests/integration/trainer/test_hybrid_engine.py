@@ -13,12 +13,8 @@ from kuberlhf_trainer.hybrid_engine import HybridGeneration
 from kuberlhf_trainer.models import load_tokenizer
 from kuberlhf_trainer.rlhf import RLHFEngine
 from kuberlhf_trainer.steps import run_step
-from tests.support.tiny_runs import plain_generation, ppo_config, train_sft_and_reward
+from tests.support.tiny_runs import plain_generation, ppo_config
 
-
-@pytest.fixture(scope="module")
-def trained_steps(tmp_path_factory, runtime):
-    return train_sft_and_reward(tmp_path_factory.mktemp("steps12"), runtime, reward_max_steps=10)
 
 
 @pytest.mark.parametrize("zero_stage,lora", [(0, 4), (3, 0), (3, 4)], ids=["lora", "zero3", "zero3+lora"])

@@ -18,13 +18,8 @@ from kuberlhf_trainer.rlhf import PPOTrainer, RLHFEngine
 from kuberlhf_trainer.steps import run_step
 from kuberlhf_trainer.steps.common import StepInputError
 from kuberlhf_trainer.value_model import ValueModel
-from tests.support.tiny_runs import cli_env, ppo_config, run_cli, tiny_config, train_sft_and_reward
+from tests.support.tiny_runs import cli_env, ppo_config, run_cli, tiny_config
 
-
-@pytest.fixture(scope="module")
-def trained_steps(tmp_path_factory, runtime):
-    """SFT and reward-model checkpoints to start PPO from (trained once for this module)."""
-    return train_sft_and_reward(tmp_path_factory.mktemp("steps12"), runtime, reward_max_steps=20)
 
 
 def test_ppo_writes_actor_critic_and_ema_and_reports_its_figures(tmp_path, runtime, trained_steps):

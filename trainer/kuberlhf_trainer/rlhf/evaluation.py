@@ -16,6 +16,7 @@ from ..data import synthetic
 from ..data.tokenize import PromptExample, collate_prompts
 from ..engine import Runtime
 from ..generation import decode_answers
+from ..models import eval_mode
 from .trainer import PPOTrainer
 
 EVAL_BATCH = 64
@@ -24,26 +25,9 @@ EVAL_BATCH = 64
 @torch.no_grad()
 def evaluate_policy(trainer: PPOTrainer, prompts: list[PromptExample], runtime: Runtime) -> dict:
     totals = dict.fromkeys(["n", "reward", "reward_greedy", "kl", "length", "task_n", "task", "task_sampled"], 0.0)
-    for chunk, weight in _shard(prompts, runtime):
-        batch = collate_prompts(chunk, trainer.tokenizer.pad_token_id)
-        ids, mask = batch["input_ids"].to(runtime.device), batch["attention_mask"].to(runtime.device)
-        for greedy in (False, True):
-            rollout = trainer.generate_sequences(ids, mask, greedy=greedy)
-            answer_mask = rollout.answer_mask.float()
-            scores = trainer.score(rollout.sequences, rollout.attention_mask, rollout.prompt_len, answer_mask)
-            task = _task_scores(chunk, decode_answers(trainer.tokenizer, rollout))
-            if greedy:
-                totals["reward_greedy"] += (scores * weight).sum().item()
-                totals["task"] += sum(t * w for t, w in zip(task, weight.tolist()) if t is not None)
-                continue
-            logprobs = trainer.answer_logprobs(trainer.engine.actor.engine.module, rollout.sequences, rollout.attention_mask, rollout.prompt_len)
-            ref = trainer.answer_logprobs(trainer.engine.ref, rollout.sequences, rollout.attention_mask, rollout.prompt_len)
-            totals["n"] += weight.sum().item()
-            totals["reward"] += (scores * weight).sum().item()
-            totals["kl"] += (((logprobs - ref) * answer_mask).sum(1) * weight).sum().item()
-            totals["length"] += (answer_mask.sum(1) * weight).sum().item()
-            totals["task_n"] += sum(w for t, w in zip(task, weight.tolist()) if t is not None)
-            totals["task_sampled"] += sum(t * w for t, w in zip(task, weight.tolist()) if t is not None)
+    with eval_mode(trainer.engine.actor.engine.module):
+        for chunk, weight in _shard(prompts, runtime):
+            _add_chunk(trainer, chunk, weight, runtime, totals)
     keys = list(totals)
     totals = dict(zip(keys, runtime.sum([totals[k] for k in keys])))
     n, task_n = totals["n"] or 1.0, totals["task_n"]
@@ -55,6 +39,31 @@ def evaluate_policy(trainer: PPOTrainer, prompts: list[PromptExample], runtime: 
         "task_score": totals["task"] / task_n if task_n else None,
         "task_score_sampled": totals["task_sampled"] / task_n if task_n else None,
     }
+
+
+def _add_chunk(trainer: PPOTrainer, chunk: list[PromptExample], weight: torch.Tensor, runtime: Runtime,
+               totals: dict) -> None:
+    """Add one chunk's sampled and greedy figures (weighted per prompt) to `totals`."""
+    actor = trainer.engine.actor.engine.module
+    batch = collate_prompts(chunk, trainer.tokenizer.pad_token_id)
+    ids, mask = batch["input_ids"].to(runtime.device), batch["attention_mask"].to(runtime.device)
+    for greedy in (False, True):
+        rollout = trainer.generate_sequences(ids, mask, greedy=greedy)
+        answer_mask = rollout.answer_mask.float()
+        scores = trainer.score(rollout.sequences, rollout.attention_mask, rollout.prompt_len, answer_mask)
+        task = _task_scores(chunk, decode_answers(trainer.tokenizer, rollout))
+        if greedy:
+            totals["reward_greedy"] += (scores * weight).sum().item()
+            totals["task"] += sum(t * w for t, w in zip(task, weight.tolist()) if t is not None)
+            continue
+        logprobs = trainer.answer_logprobs(actor, rollout.sequences, rollout.attention_mask, rollout.prompt_len)
+        ref = trainer.answer_logprobs(trainer.engine.ref, rollout.sequences, rollout.attention_mask, rollout.prompt_len)
+        totals["n"] += weight.sum().item()
+        totals["reward"] += (scores * weight).sum().item()
+        totals["kl"] += (((logprobs - ref) * answer_mask).sum(1) * weight).sum().item()
+        totals["length"] += (answer_mask.sum(1) * weight).sum().item()
+        totals["task_n"] += sum(w for t, w in zip(task, weight.tolist()) if t is not None)
+        totals["task_sampled"] += sum(t * w for t, w in zip(task, weight.tolist()) if t is not None)
 
 
 def _task_scores(prompts: list[PromptExample], answers: list[str]) -> list[Optional[float]]:

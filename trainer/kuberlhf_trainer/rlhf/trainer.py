@@ -16,9 +16,9 @@ import torch
 from .. import losses
 from ..config import PPOSettings
 from ..metrics import PhaseTimer
-from ..steps.common import check_finite
+from ..steps.common import check_finite, optimizer_step
 from ..generation import Rollout
-from ..models import position_ids
+from ..models import eval_mode, position_ids
 from .engine import RLHFEngine
 from .experience import Experience
 
@@ -67,14 +67,16 @@ class PPOTrainer:
     def make_experience(self, rollout: Rollout) -> Experience:
         seq, attn, P, answer_mask = rollout.sequences, rollout.attention_mask, rollout.prompt_len, rollout.answer_mask
         answer_mask = answer_mask.float()
-        with self.timer("actor_forward"):
-            logprobs = self.answer_logprobs(self.engine.actor.engine.module, seq, attn, P)
-        with self.timer("reference_forward"):
-            ref_logprobs = self.answer_logprobs(self.engine.ref, seq, attn, P)
-        with self.timer("critic_forward"):
-            values = self.engine.critic.engine.module(seq, attn)[:, P - 1 : -1].float() * answer_mask
-        with self.timer("reward_forward"):
-            raw_scores = self.score(seq, attn, P, answer_mask)
+        actor, critic = self.engine.actor.engine.module, self.engine.critic.engine.module
+        with eval_mode(actor, critic):  # the old log-probs and values: no dropout, no recomputation
+            with self.timer("actor_forward"):
+                logprobs = self.answer_logprobs(actor, seq, attn, P)
+            with self.timer("reference_forward"):
+                ref_logprobs = self.answer_logprobs(self.engine.ref, seq, attn, P)
+            with self.timer("critic_forward"):
+                values = critic(seq, attn)[:, P - 1 : -1].float() * answer_mask
+            with self.timer("reward_forward"):
+                raw_scores = self.score(seq, attn, P, answer_mask)
         scores = self.shape_scores(raw_scores)
         rewards = losses.kl_shaped_rewards(logprobs, ref_logprobs, scores, answer_mask, self.kl_coef)
         advantages, returns = losses.gae(rewards, values, answer_mask, self.settings.gamma, self.settings.lam)
@@ -84,10 +86,12 @@ class PPOTrainer:
                           advantages, returns)
 
     def score(self, seq: torch.Tensor, attn: torch.Tensor, prompt_len: int, answer_mask: torch.Tensor) -> torch.Tensor:
-        """The reward model's score at each answer's last token (its EOS, as in step 2). (B,)"""
-        last = prompt_len + answer_mask.sum(1).long() - 1
+        """The reward model's score at each answer's EOS, read as step 2 reads it (B,). An answer
+        cut off at max_answer_seq_len has no EOS: it gets one appended for scoring, as step 2's
+        sequences always end with one (a score read at any other token was never trained)."""
+        seq, attn, eos_at = with_final_eos(seq, attn, prompt_len, answer_mask, self.tokenizer.eos_token_id)
         values = self.engine.reward(seq, attn).float()
-        return values.gather(1, last.unsqueeze(1)).squeeze(1)
+        return values.gather(1, eos_at.unsqueeze(1)).squeeze(1)
 
     def shape_scores(self, raw: torch.Tensor) -> torch.Tensor:
         """Clip to +-clip_reward_value, then (optionally) centre within each prompt's group of answers."""
@@ -120,14 +124,14 @@ class PPOTrainer:
         actor = self.engine.actor.engine
         logprobs, logits = self.answer_logprobs(actor, exp.sequences, exp.attention_mask, exp.prompt_len, with_logits=True)
         policy = losses.clipped_policy_loss(logprobs, exp.logprobs, exp.advantages, exp.answer_mask, self.settings.cliprange)
-        entropy = losses.masked_mean(losses.entropy_from_logits(logits), exp.answer_mask)
+        # Without an entropy bonus the entropy is only reported: no graph through the full vocabulary.
+        with torch.set_grad_enabled(self.settings.entropy_coef > 0):
+            entropy = losses.masked_mean(losses.entropy_from_logits(logits), exp.answer_mask)
         ptx = actor(**ptx_batch, use_cache=False).loss if ptx_batch is not None else torch.zeros((), device=logits.device)
         loss = losses.actor_objective(policy.loss, entropy, ptx, self.settings.entropy_coef, self.settings.ptx.coef)
         check_finite(loss, "the PPO actor loss", self.iteration + 1)
-        actor.backward(loss)
-        actor.step()
-        if self.engine.ema is not None and actor.is_gradient_accumulation_boundary():
-            self.engine.ema.update()
+        if optimizer_step(actor, loss) and self.engine.ema is not None:
+            self.engine.ema.update()  # after each optimizer step, never between micro-batches
         stats.actor_loss, stats.entropy = policy.loss.item(), entropy.item()
         stats.clip_fraction, stats.approx_kl = policy.clip_fraction.item(), policy.approx_kl.item()
         stats.ptx_loss = ptx.item() if ptx_batch is not None else None
@@ -137,8 +141,7 @@ class PPOTrainer:
         values = critic(exp.sequences, exp.attention_mask)[:, exp.prompt_len - 1 : -1].float()
         loss = losses.clipped_value_loss(values, exp.values, exp.returns, exp.answer_mask, self.settings.cliprange_value)
         check_finite(loss, "the PPO critic loss", self.iteration + 1)
-        critic.backward(loss)
-        critic.step()
+        optimizer_step(critic, loss)
         return loss.item()
 
     def end_iteration(self, observed_kl: float, num_sequences: int) -> None:
@@ -146,6 +149,21 @@ class PPOTrainer:
         self.iteration += 1
         if self.settings.adaptive_kl.enabled:
             self.kl.update(observed_kl, num_sequences)
+
+
+def with_final_eos(seq: torch.Tensor, attn: torch.Tensor, prompt_len: int, answer_mask: torch.Tensor, eos_id: int):
+    """(sequences, attention mask, index of each row's EOS): one column wider, an EOS written
+    after every answer that has none (the whole answer width was generated without one)."""
+    lengths = answer_mask.sum(1).long()
+    last = prompt_len + lengths - 1
+    ended = (lengths > 0) & (seq.gather(1, last.clamp(min=0).unsqueeze(1)).squeeze(1) == eos_id)
+    seq = torch.nn.functional.pad(seq, (0, 1), value=eos_id)
+    attn = torch.nn.functional.pad(attn, (0, 1), value=0)
+    rows = torch.arange(len(seq), device=seq.device)
+    eos_at = torch.where(ended, last, last + 1)
+    seq[rows, eos_at] = eos_id
+    attn[rows, eos_at] = 1
+    return seq, attn, eos_at
 
 
 # DeepSpeed-Chat's names, for code written against its blog API.

@@ -81,6 +81,18 @@ def make_loader(examples: list, batch_size: int, collate: Callable, pad_id: int,
                       generator=torch.Generator().manual_seed(seed))
 
 
+def planned_steps(step: str, loader, loop) -> int:
+    """The optimizer steps of step 1 or 2 (what the learning-rate schedule spans); at least one."""
+    gas = loop.gradient_accumulation_steps
+    total = ds.optimizer_steps(len(loader), gas, loop.num_train_epochs, loop.max_steps)
+    if total < 1:
+        raise StepInputError(
+            f"{step}: {len(loader)} micro-batches per process x {loop.num_train_epochs} epochs make no optimizer step "
+            f"at {step}.gradient_accumulation_steps {gas}; lower it or {step}.per_device_train_batch_size, or add data"
+        )
+    return total
+
+
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: v.to(device) for k, v in batch.items()}
 
@@ -103,11 +115,15 @@ def make_trainable(
     runtime: Runtime,
     keep_trainable: tuple[str, ...] = (),
 ) -> TrainableModel:
-    """Gradient checkpointing, LoRA, optimizer, schedule (name, warmup, total) and the engine."""
+    """Gradient checkpointing, LoRA, optimizer, schedule (name, warmup, total) and the engine.
+
+    The model trains in train mode: `from_pretrained` returns it in eval mode, where dropout
+    (LoRA's too) and gradient checkpointing's recomputation are silently off."""
     if settings.gradient_checkpointing:
         ds.enable_gradient_checkpointing(model)
     if settings.lora.enabled:
         model = apply_lora(model, settings.lora, keep_trainable)
+    model.train()
     groups = ds.parameter_groups(model, learning_rate, weight_decay, settings.lora.learning_rate)
     optimizer = ds.build_optimizer(groups, betas, settings.offload, runtime)
     name, warmup, total = scheduler
@@ -161,11 +177,10 @@ def train_loop(engine, loader, loss_fn: Callable, settings, total_steps: int, ru
             batch = to_device(batch, runtime.device)
             loss = loss_fn(batch)
             check_finite(loss, f"the {name} loss", steps + 1)
-            engine.backward(loss)
-            engine.step()
+            updates = optimizer_step(engine, loss)
             window.append(loss.item())
             tokens += int(batch["attention_mask"].sum()) * runtime.world_size  # estimated: this shard times ranks
-            if not engine.is_gradient_accumulation_boundary():
+            if not updates:
                 continue
             steps += 1
             losses.append(sum(window) / len(window))
@@ -181,6 +196,16 @@ def train_loop(engine, loader, loss_fn: Callable, settings, total_steps: int, ru
                 break
     progress.close()
     return {"steps": steps, "losses": losses, "tokens_per_second": progress.tokens_per_second}
+
+
+def optimizer_step(engine, loss: torch.Tensor) -> bool:
+    """Backward and DeepSpeed's step for one micro-batch; True when the optimizer updated the
+    weights (every `gradient_accumulation_steps` micro-batches). Asked before `step()`: it
+    advances DeepSpeed's micro-step counter, after which the answer is the next micro-batch's."""
+    boundary = engine.is_gradient_accumulation_boundary()
+    engine.backward(loss)
+    engine.step()
+    return boundary
 
 
 class Progress:

@@ -12,7 +12,6 @@ and the EMA actor in ppo/actor_ema/.
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,10 +47,9 @@ def run(ctx: StepContext) -> dict:
     loader = make_loader(data.train, ppo.per_device_generation_batch_size, collate_prompts, tokenizer.pad_token_id,
                          runtime, True, config.seed)
     iterations = _iterations(len(loader), ppo)
-    sequences = ppo.per_device_generation_batch_size * ppo.generation_batches * ppo.samples_per_prompt
-    updates = iterations * ppo.ppo_epochs * math.ceil(sequences / ppo.per_device_training_batch_size)
+    optimizer_steps = iterations * ppo.micro_batches_per_iteration // ppo.gradient_accumulation_steps
     torch.manual_seed(config.seed)
-    engine = RLHFEngine(actor_dir, reward_dir, tokenizer, updates // ppo.gradient_accumulation_steps, config, runtime,
+    engine = RLHFEngine(actor_dir, reward_dir, tokenizer, optimizer_steps, config, runtime,
                         load_universal=ctx.load_universal)
     trainer = PPOTrainer(engine, ppo)
     eval_prompts = data.eval[: ppo.eval_prompts] or data.train[: ppo.eval_prompts]

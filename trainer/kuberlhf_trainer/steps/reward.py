@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import torch
 
-from .. import engine as ds
 from ..config import RunConfig
 from ..data.prepare import step_examples
 from ..data.tokenize import collate_pairs
 from ..engine import Runtime
 from ..losses import pairwise_ranking_loss, tokenwise_ranking_loss
-from ..models import count_parameters, load_pretrained, model_config, tokenizer_for, zero3_loading
+from ..models import count_parameters, eval_mode, load_pretrained, model_config, tokenizer_for, zero3_loading
 from ..value_model import ValueModel, scores_at
-from .common import StepContext, StepInputError, make_loader, make_trainable, save_model, to_device, train_loop
+from .common import StepContext, StepInputError, make_loader, make_trainable, planned_steps, save_model, to_device, train_loop
 from .policy_pairs import labelled_policy_pairs
 
 
@@ -44,7 +43,7 @@ def run(ctx: StepContext) -> dict:
         name: make_loader(pairs, settings.per_device_eval_batch_size, collate_pairs, pad, runtime, False, config.seed)
         for name, pairs in (("eval", data.eval), ("sft_samples", policy.eval))
     }
-    total_steps = ds.optimizer_steps(len(loader), settings.gradient_accumulation_steps, settings.num_train_epochs, settings.max_steps)
+    total_steps = planned_steps("reward", loader, settings)
     trained = make_trainable(
         model, model_settings, ds_config, settings.learning_rate, settings.weight_decay,
         (settings.adam_beta1, settings.adam_beta2), (settings.lr_scheduler_type, settings.num_warmup_steps, total_steps),
@@ -134,19 +133,17 @@ def divergent_span(batch: dict) -> torch.Tensor:
 @torch.no_grad()
 def evaluate_pairs(engine, loader, max_batches: int, runtime: Runtime) -> dict:
     """Share of pairs ranked right and mean scores (None without pairs)."""
-    was_training = engine.module.training
-    engine.eval()
     right = count = chosen_sum = rejected_sum = 0.0
-    for index, batch in enumerate(loader):
-        if index >= max_batches:
-            break
-        _, chosen, rejected = pair_scores(engine, to_device(batch, runtime.device))
-        right += (chosen > rejected).sum().item()
-        count += len(chosen)
-        chosen_sum += chosen.sum().item()
-        rejected_sum += rejected.sum().item()
+    with eval_mode(engine):
+        for index, batch in enumerate(loader):
+            if index >= max_batches:
+                break
+            _, chosen, rejected = pair_scores(engine, to_device(batch, runtime.device))
+            right += (chosen > rejected).sum().item()
+            count += len(chosen)
+            chosen_sum += chosen.sum().item()
+            rejected_sum += rejected.sum().item()
     right, count, chosen_sum, rejected_sum = runtime.sum([right, count, chosen_sum, rejected_sum])
-    engine.train(was_training)
     if not count:
         return {"accuracy": None, "chosen_score": None, "rejected_score": None}
     return {"accuracy": right / count, "chosen_score": chosen_sum / count, "rejected_score": rejected_sum / count}

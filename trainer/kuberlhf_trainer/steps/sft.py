@@ -11,12 +11,11 @@ import math
 
 import torch
 
-from .. import engine as ds
 from ..data.prepare import step_examples
 from ..data.tokenize import IGNORE_INDEX, collate_sft
 from ..engine import Runtime
-from ..models import count_parameters, load_causal_lm, model_config, tokenizer_for, zero3_loading
-from .common import StepContext, StepInputError, make_loader, make_trainable, save_model, to_device, train_loop
+from ..models import count_parameters, eval_mode, load_causal_lm, model_config, tokenizer_for, zero3_loading
+from .common import StepContext, StepInputError, make_loader, make_trainable, planned_steps, save_model, to_device, train_loop
 
 
 def run(ctx: StepContext) -> dict:
@@ -37,9 +36,7 @@ def run(ctx: StepContext) -> dict:
     pad = tokenizer.pad_token_id
     train_loader = make_loader(data.train, settings.per_device_train_batch_size, collate_sft, pad, runtime, True, config.seed)
     eval_loader = make_loader(data.eval, settings.per_device_eval_batch_size, collate_sft, pad, runtime, False, config.seed)
-    total_steps = ds.optimizer_steps(
-        len(train_loader), settings.gradient_accumulation_steps, settings.num_train_epochs, settings.max_steps
-    )
+    total_steps = planned_steps("sft", train_loader, settings)
     trained = make_trainable(
         model, model_settings, ds_config, settings.learning_rate, settings.weight_decay,
         (settings.adam_beta1, settings.adam_beta2),
@@ -78,18 +75,16 @@ def run(ctx: StepContext) -> dict:
 @torch.no_grad()
 def evaluate_perplexity(engine, loader, max_batches: int, runtime: Runtime):
     """exp of the token-weighted mean loss over the eval split (None without eval data)."""
-    was_training = engine.module.training
-    engine.eval()
     total_loss = total_tokens = 0.0
-    for index, batch in enumerate(loader):
-        if index >= max_batches:
-            break
-        batch = to_device(batch, runtime.device)
-        tokens = (batch["labels"][:, 1:] != IGNORE_INDEX).sum().item()  # predicted positions
-        total_loss += engine(**batch, use_cache=False).loss.float().item() * tokens
-        total_tokens += tokens
+    with eval_mode(engine):
+        for index, batch in enumerate(loader):
+            if index >= max_batches:
+                break
+            batch = to_device(batch, runtime.device)
+            tokens = (batch["labels"][:, 1:] != IGNORE_INDEX).sum().item()  # predicted positions
+            total_loss += engine(**batch, use_cache=False).loss.float().item() * tokens
+            total_tokens += tokens
     total_loss, total_tokens = runtime.sum([total_loss, total_tokens])
-    engine.train(was_training)
     return math.exp(total_loss / total_tokens) if total_tokens else None
 
 
