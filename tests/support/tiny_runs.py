@@ -68,6 +68,32 @@ def plain_generation(engine, config: RunConfig, runtime):
                         engine.tokenizer, config.actor_model.zero_stage == 3, runtime.world_size)
 
 
+def saved_model_dir(directory: Path) -> str:
+    """A tiny model saved as a local directory: to the trainer, the same as a hub model."""
+    from transformers import AutoModelForCausalLM
+
+    from kuberlhf_trainer.models import builtin_config, char_tokenizer
+
+    tokenizer = char_tokenizer()
+    AutoModelForCausalLM.from_config(builtin_config("builtin:llama-tiny", len(tokenizer), tokenizer)).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return str(directory)
+
+
+def trainable_engine(settings, runtime, accumulation: int = 1):
+    """A DeepSpeed engine training `settings`' model in this process, micro-batches of 4."""
+    import torch
+
+    from kuberlhf_trainer import engine as ds
+    from kuberlhf_trainer.models import load_causal_lm, load_tokenizer
+    from kuberlhf_trainer.steps.common import make_trainable
+
+    tokenizer = load_tokenizer(settings.name_or_path)
+    model = load_causal_lm(settings, tokenizer, "actor_model")
+    ds_config = ds.deepspeed_config(settings, 4, accumulation, runtime.world_size, torch.float32)
+    return make_trainable(model, settings, ds_config, 1e-3, 0.0, (0.9, 0.95), ("constant", 0, 100), runtime).engine
+
+
 def cli_env() -> dict[str, str]:
     """The environment for a `kuberlhf` subprocess: CPU, and not this process's own distributed
     rendezvous (a test may have joined a one-process group, which sets RANK, MASTER_PORT ...)."""

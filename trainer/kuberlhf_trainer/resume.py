@@ -8,12 +8,14 @@ latest complete checkpoint: model, optimizer and scheduler (DeepSpeed's own chec
 position in the data, every process's random-number generators and the loop's own state
 (curves, the figures measured before training, EMA weights, the KL coefficient).
 
-Layout: <output_dir>/.<step>.checkpoints/
+Layout: <output_dir>/.<step>.checkpoints/<fingerprint>/, one directory per configuration:
   <engine>/<tag>/...           DeepSpeed checkpoint of each engine (actor, critic, model)
   <tag>.rng-rank<r>.pt         each process's RNG states
   <tag>.state.pt               the loop's state (written by rank 0)
   <tag>.done                   written last: only tags with it are complete
 A crash in the middle of a save leaves no `.done`, so the previous checkpoint is the one used.
+A run of another configuration (the step's config fingerprint) never sees these checkpoints:
+they can neither shadow its own nor be pruned by it. All of them go once the step is published.
 """
 
 from __future__ import annotations
@@ -75,7 +77,13 @@ class StopSignal:
 
 
 def checkpoint_dir(step_dir: Path) -> Path:
+    """Where a step's checkpoints live, for every configuration."""
     return step_dir.parent / f".{step_dir.name}.checkpoints"
+
+
+def config_checkpoint_dir(step_dir: Path, fingerprint: str) -> Path:
+    """The checkpoints of one configuration of a step."""
+    return checkpoint_dir(step_dir) / fingerprint[:16]
 
 
 class Checkpointer:
@@ -84,7 +92,7 @@ class Checkpointer:
     def __init__(self, settings: CheckpointSettings, step_dir: Path, engines: dict, runtime: Runtime,
                  fingerprint: str, stop: Optional[StopSignal] = None, clock: Optional[StepClock] = None):
         self.settings, self.engines, self.runtime = settings, engines, runtime
-        self.directory, self.fingerprint, self.stop = checkpoint_dir(step_dir), fingerprint, stop
+        self.directory, self.fingerprint, self.stop = config_checkpoint_dir(step_dir, fingerprint), fingerprint, stop
         self.clock = clock or StepClock()
         self.last_save = time.monotonic()
 
@@ -123,7 +131,7 @@ class Checkpointer:
         self.runtime.barrier()
         self.last_save = time.monotonic()
         if self.runtime.is_main:
-            log.info("Saved checkpoint %s of step %s", tag, self.directory.name)
+            log.info("Saved checkpoint %s of step %s", tag, self.directory.parent.name)
 
     def _prune(self) -> None:
         """Keep the newest `keep_last` complete checkpoints; drop older ones and half-written leftovers."""
@@ -149,11 +157,12 @@ class Checkpointer:
     def load_latest(self) -> Optional[dict]:
         """Restore the newest complete checkpoint made with this configuration; its loop state, or None."""
         tags = self.complete_tags() if self.settings.resume else []
+        self._mention_other_configurations()
         if not tags:
             return None
         tag = tags[-1]
         state = torch.load(self.directory / f"{tag}.state.pt", weights_only=False)
-        if state.pop("fingerprint") != self.fingerprint:
+        if state.pop("fingerprint") != self.fingerprint:  # a 16-digit prefix collision: start afresh
             log.warning("Ignored checkpoint %s: it was made with another configuration", tag)
             return None
         for name, engine in self.engines.items():
@@ -168,8 +177,14 @@ class Checkpointer:
             _set_rng_state(torch.load(rng_file, weights_only=False))
         self.clock.before = state.pop("elapsed_seconds", 0.0)
         if self.runtime.is_main:
-            log.info("Resumed step %s from checkpoint %s", self.directory.name, tag)
+            log.info("Resumed step %s from checkpoint %s", self.directory.parent.name, tag)
         return state
+
+    def _mention_other_configurations(self) -> None:
+        others = [p.name for p in checkpoint_dir(self.directory.parent).glob("*") if p != self.directory]
+        if others and self.runtime.is_main:
+            log.info("Left alone: checkpoints of another configuration of this step in %s (%s); they go when "
+                     "this step finishes", self.directory.parent, ", ".join(sorted(others)))
 
     def _universal(self, engine_name: str, tag: str) -> str:
         """ZeRO partitions optimizer state by process; for another number of processes the
@@ -196,15 +211,16 @@ class Checkpointer:
             _remove(self.directory)
 
 
-def saved_world_size(settings: CheckpointSettings, step_dir: Path) -> Optional[int]:
+def saved_world_size(settings: CheckpointSettings, step_dir: Path, fingerprint: str) -> Optional[int]:
     """The number of processes that wrote the checkpoint a restart would resume from (None:
     nothing to resume). A step compares it with its own to build its DeepSpeed engines with
     `load_universal` when they differ."""
-    checkpoints = sorted(checkpoint_dir(step_dir).glob("step-*.done")) if settings.resume else []
+    directory = config_checkpoint_dir(step_dir, fingerprint)
+    checkpoints = sorted(directory.glob("step-*.done")) if settings.resume else []
     if not checkpoints:
         return None
     tag = checkpoints[-1].name.removesuffix(".done")
-    return torch.load(checkpoint_dir(step_dir) / f"{tag}.state.pt", weights_only=False).get("world_size")
+    return torch.load(directory / f"{tag}.state.pt", weights_only=False).get("world_size")
 
 
 def _universal_info() -> dict:

@@ -62,12 +62,14 @@ MAX_INTERRUPTIONS = 4
 SFT = dict(data__synthetic__num_examples=1500, sft__max_steps=40, sft__num_train_epochs=10)
 
 
-def test_sigterm_saves_and_the_restarted_step_ends_bitwise_as_an_uninterrupted_one(tmp_path):
-    reference, interrupted = _write(tmp_path / "reference", **SFT), _write(tmp_path / "interrupted", **SFT)
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_sigterm_saves_and_the_restarted_step_ends_bitwise_as_an_uninterrupted_one(tmp_path, accumulation):
+    overrides = dict(SFT, sft__gradient_accumulation_steps=accumulation)
+    reference, interrupted = _write(tmp_path / "reference", **overrides), _write(tmp_path / "interrupted", **overrides)
     _finish(reference, "step", "sft")
 
     process = _start(interrupted, "step", "sft")
-    _wait_for(".sft.checkpoints/step-*.done", interrupted.parent / "out", process)
+    _wait_for(".sft.checkpoints/*/step-*.done", interrupted.parent / "out", process)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=120) == EXIT_PREEMPTED, process.stderr.read()[-2000:]
     assert "run the step again to resume" in process.stderr.read()
@@ -127,10 +129,10 @@ def test_a_one_process_checkpoint_resumes_on_two_processes(tmp_path):
     universal format and re-partitioned; the examples not yet trained are dealt to both."""
     one = _write(tmp_path, actor_model__zero_stage=2, **SFT)
     process = _start(one, "step", "sft")
-    _wait_for(".sft.checkpoints/step-*.done", tmp_path / "out", process)
+    _wait_for(".sft.checkpoints/*/step-*.done", tmp_path / "out", process)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=120) == EXIT_PREEMPTED
-    kept = sorted((tmp_path / "out" / ".sft.checkpoints").glob("step-*.done"))[-1].name
+    kept = sorted((tmp_path / "out" / ".sft.checkpoints").glob("*/step-*.done"))[-1].name
     interrupted_at = int(kept.removeprefix("step-").removesuffix(".done"))
 
     two = tmp_path / "two.yaml"
@@ -155,6 +157,25 @@ def test_a_diverging_loss_stops_the_step_and_keeps_the_last_good_checkpoint(tmp_
     with pytest.raises(NonFiniteLossError, match=r"the sft loss became (nan|inf) at optimizer step \d+") as error:
         run_step("sft", config, runtime)
     failed_at = int(error.value.args[0].split("optimizer step ")[1].split(":")[0])
-    kept = sorted(p.name for p in (tmp_path / ".sft.checkpoints").glob("step-*.done"))
+    kept = sorted(p.name for p in (tmp_path / ".sft.checkpoints").glob("*/step-*.done"))
     assert kept and kept[-1] == f"step-{failed_at - 1:08d}.done", "the last good step's checkpoint is kept"
     assert not (tmp_path / "sft").exists(), "nothing is published from a diverged run"
+
+
+def test_checkpoints_of_another_configuration_neither_shadow_nor_prune_this_ones(tmp_path, runtime):
+    """A run changed after a preemption (say, its learning rate) must resume from its own checkpoints."""
+    from kuberlhf_trainer.config import CheckpointSettings
+    from kuberlhf_trainer.resume import Checkpointer
+    from tests.support.tiny_runs import trainable_engine
+
+    engine = trainable_engine(tiny_config(tmp_path).actor_model, runtime)
+    settings, step_dir = CheckpointSettings(keep_last=1), tmp_path / "sft"
+    old = Checkpointer(settings, step_dir, {"model": engine}, runtime, fingerprint="a" * 64)
+    for steps in (10, 20):
+        old.save(steps, {"steps": steps})
+    new = Checkpointer(settings, step_dir, {"model": engine}, runtime, fingerprint="b" * 64)
+    new.save(2, {"steps": 2})
+
+    assert new.complete_tags() == ["step-00000002"], "not pruned for being older than the other run's step 20"
+    assert new.load_latest()["steps"] == 2, "resumes from its own checkpoint"
+    assert old.complete_tags() == ["step-00000020"] and old.load_latest()["steps"] == 20

@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kuberlhf_trainer import engine as ds
 from kuberlhf_trainer.config import ModelSettings, SFTSettings
 from kuberlhf_trainer.data.prepare import step_examples
 from kuberlhf_trainer.data.records import Sample
@@ -15,29 +14,12 @@ from kuberlhf_trainer.data.tokenize import collate_pairs, collate_prompts, colla
 from kuberlhf_trainer.generation import Rollout, answer_mask_from, decode_answers
 from kuberlhf_trainer.losses import token_logprobs
 from kuberlhf_trainer.metrics import TrainingMetrics
-from kuberlhf_trainer.models import builtin_config, char_tokenizer, eval_mode, load_causal_lm, load_tokenizer
+from kuberlhf_trainer.models import eval_mode, load_tokenizer
 from kuberlhf_trainer.rlhf import PPOTrainer, RLHFEngine
-from kuberlhf_trainer.steps.common import make_loader, make_trainable, optimizer_step, planned_steps, train_loop
+from kuberlhf_trainer.steps.common import make_loader, optimizer_step, planned_steps, train_loop
 from kuberlhf_trainer.steps.ppo import _update
 from kuberlhf_trainer.value_model import ValueModel, scores_at
-from tests.support.tiny_runs import ppo_config, tiny_config
-
-
-def _saved_model(directory) -> str:
-    """A tiny model saved as a local directory: to the trainer, the same as a hub model."""
-    from transformers import AutoModelForCausalLM
-
-    tokenizer = char_tokenizer()
-    AutoModelForCausalLM.from_config(builtin_config("builtin:llama-tiny", len(tokenizer), tokenizer)).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return str(directory)
-
-
-def _trainable(settings: ModelSettings, runtime, accumulation: int = 1):
-    tokenizer = load_tokenizer(settings.name_or_path)
-    model = load_causal_lm(settings, tokenizer, "actor_model")
-    ds_config = ds.deepspeed_config(settings, 4, accumulation, runtime.world_size, torch.float32)
-    return make_trainable(model, settings, ds_config, 1e-3, 0.0, (0.9, 0.95), ("constant", 0, 100), runtime).engine
+from tests.support.tiny_runs import ppo_config, saved_model_dir, tiny_config, trainable_engine
 
 
 def _sft_batches(config, count: int, size: int, runtime):
@@ -48,8 +30,8 @@ def _sft_batches(config, count: int, size: int, runtime):
 
 def test_a_model_loaded_from_a_directory_trains_with_dropout_and_recomputation(tmp_path, runtime):
     """from_pretrained returns a model in eval mode: it must still train in train mode."""
-    settings = ModelSettings(name_or_path=_saved_model(tmp_path / "base"), gradient_checkpointing=True, dropout=0.5)
-    engine = _trainable(settings, runtime)
+    settings = ModelSettings(name_or_path=saved_model_dir(tmp_path / "base"), gradient_checkpointing=True, dropout=0.5)
+    engine = trainable_engine(settings, runtime)
     calls = []
     mlp = engine.module.model.layers[0].mlp  # runs inside the checkpointed layer (module hooks do not run on recompute)
     mlp.forward = lambda *args, forward=mlp.forward, **kwargs: (calls.append(1), forward(*args, **kwargs))[1]
@@ -81,7 +63,7 @@ def test_optimizer_steps_evaluations_and_checkpoints_follow_gradient_accumulatio
     config = tiny_config(tmp_path)
     loader = _sft_batches(config, 9, 4, runtime)
     settings = SFTSettings(gradient_accumulation_steps=accumulation, eval_interval=1, num_train_epochs=1)
-    engine = _trainable(config.actor_model, runtime, accumulation)
+    engine = trainable_engine(config.actor_model, runtime, accumulation)
     total = planned_steps("sft", loader, settings)
     evaluated_at = []
     checkpointer = RecordingCheckpointer(engine)

@@ -38,7 +38,7 @@ class StepContext:
     @property
     def load_universal(self) -> bool:
         """Whether the checkpoint to resume from was written by another number of processes."""
-        saved = saved_world_size(self.config.checkpoint, self.step_dir)
+        saved = saved_world_size(self.config.checkpoint, self.step_dir, self.fingerprint)
         return saved is not None and saved != self.runtime.world_size
 
     def deepspeed_config(self, model: ModelSettings, loop) -> dict:
