@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
-# Builds the real Kubernetes control plane the integration tests run against,
-# from the Go module proxy only (no Docker, no release downloads):
+# Builds the real Kubernetes control plane and test cluster the integration tests
+# run against, from the Go module proxy only (no Docker, no release downloads):
 #
-#   kube-apiserver, kubectl   k8s.io/kubernetes        (wrapper module, staging replaces)
+#   kube-apiserver, kubectl,  k8s.io/kubernetes        (wrapper module, staging replaces)
+#   kube-controller-manager,
+#   kube-scheduler
 #   etcd                      go.etcd.io/etcd/server/v3 (wrapper module)
 #   helm                      helm.sh/helm/v3           (wrapper module)
+#   training-operator         github.com/kubeflow/training-operator  (wrapper; no replaces upstream)
+#   mpi-operator              github.com/kubeflow/mpi-operator       (wrapper; no replaces upstream)
+#   kwok                      sigs.k8s.io/kwok                       (wrapper; no replaces upstream)
 #   crds/pytorchjobs.yaml     github.com/kubeflow/training-operator  (kubeflow.org/v1)
 #   crds/mpijobs.yaml         github.com/kubeflow/mpi-operator       (kubeflow.org/v2beta1)
+#   crds/kwok-stages.yaml     sigs.k8s.io/kwok                       (kwok.x-k8s.io/v1alpha1 Stage)
 #
 # Versions: hack/control-plane/versions.env. Output: $KUBERLHF_TOOLS_HOME (see
 # hack/tools-env.sh), outside the repository. Only missing pieces are built, so
@@ -87,14 +93,18 @@ kubernetes_ldflags() {
   echo "$flags"
 }
 
+KUBERNETES_COMMANDS=(kube-apiserver kubectl kube-controller-manager kube-scheduler)
+
 build_kubernetes() {
-  [[ -x "${KUBERLHF_TOOLS_BIN}/kube-apiserver" && -x "${KUBERLHF_TOOLS_BIN}/kubectl" ]] && return
-  local dir ldflags
+  local dir ldflags cmd missing=()
+  for cmd in "${KUBERNETES_COMMANDS[@]}"; do
+    [[ -x "${KUBERLHF_TOOLS_BIN}/${cmd}" ]] || missing+=("$cmd")
+  done
+  (( ${#missing[@]} )) || return 0
   dir="$(kubernetes_replaces | write_wrapper kubernetes k8s.io/kubernetes "$KUBERNETES_VERSION")"
   ldflags="$(kubernetes_ldflags)"
-  for cmd in kube-apiserver kubectl; do
-    [[ -x "${KUBERLHF_TOOLS_BIN}/${cmd}" ]] ||
-      build_into_bin "$dir" "$cmd" "k8s.io/kubernetes/cmd/${cmd}" "$ldflags"
+  for cmd in "${missing[@]}"; do
+    build_into_bin "$dir" "$cmd" "k8s.io/kubernetes/cmd/${cmd}" "$ldflags"
   done
 }
 
@@ -114,6 +124,31 @@ build_helm() {
   dir="$(write_wrapper helm helm.sh/helm/v3 "$HELM_VERSION" </dev/null)"
   build_into_bin "$dir" helm helm.sh/helm/v3/cmd/helm \
     "-X ${v}.version=${HELM_VERSION} -X ${v}.gitTreeState=clean"
+}
+
+# build_upstream <out> <module> <version> <package> [ldflags]: a command of a module whose
+# go.mod has no replace directives (true of these three at their pinned tags), so a wrapper
+# module that requires it selects exactly the dependency versions upstream builds with.
+build_upstream() {
+  local out="$1" module="$2" version="$3" pkg="$4" ldflags="${5:-}" dir
+  [[ -x "${KUBERLHF_TOOLS_BIN}/${out}" ]] && return
+  if grep -q '^replace\|=>' "$(module_dir "${module}@${version}")/go.mod"; then
+    log "ERROR: ${module}@${version} has replace directives; build it inside its own source instead"
+    exit 1
+  fi
+  dir="$(write_wrapper "$out" "$module" "$version" </dev/null)"
+  build_into_bin "$dir" "$out" "$pkg" "$ldflags"
+}
+
+build_test_cluster_controllers() {
+  # The repository was renamed kubeflow/trainer, but v1.x tags keep this module path.
+  build_upstream training-operator github.com/kubeflow/training-operator "$TRAINING_OPERATOR_VERSION" \
+    github.com/kubeflow/training-operator/cmd/training-operator.v1
+  build_upstream mpi-operator github.com/kubeflow/mpi-operator "$MPI_OPERATOR_VERSION" \
+    github.com/kubeflow/mpi-operator/cmd/mpi-operator \
+    "-X github.com/kubeflow/mpi-operator/pkg/version.Version=${MPI_OPERATOR_VERSION}"
+  build_upstream kwok sigs.k8s.io/kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok \
+    "-X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION}"
 }
 
 # copy_crd <module@version> <path in module> <stable name>
@@ -137,11 +172,12 @@ main() {
   build_etcd
   build_helm
   build_kubernetes
-  # The repository was renamed kubeflow/trainer, but v1.x tags keep this path.
+  build_test_cluster_controllers
   copy_crd "github.com/kubeflow/training-operator@${TRAINING_OPERATOR_VERSION}" \
     manifests/base/crds/kubeflow.org_pytorchjobs.yaml pytorchjobs.yaml
   copy_crd "github.com/kubeflow/mpi-operator@${MPI_OPERATOR_VERSION}" \
     manifests/base/kubeflow.org_mpijobs.yaml mpijobs.yaml
+  copy_crd "sigs.k8s.io/kwok@${KWOK_VERSION}" kustomize/crd/bases/kwok.x-k8s.io_stages.yaml kwok-stages.yaml
   log "done in $((SECONDS - start))s"
   for f in "$KUBERLHF_TOOLS_BIN"/* "$KUBERLHF_CRDS_DIR"/*; do echo "$f"; done
   echo "Use them with: eval \"\$(${HACK_DIR}/tools-env.sh)\""
