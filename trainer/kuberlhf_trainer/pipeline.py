@@ -65,19 +65,32 @@ def run_single_step(step: str, config: RunConfig, overwrite: bool) -> int:
 def report_input_error(error: Exception) -> int:
     """Say what is wrong with the input, on stderr and, in a pod, in the termination log that the
     operator reads (env KUBERLHF_TERMINATION_LOG): launchers such as torchrun turn our exit code 2
-    into 1, so the file is how the operator knows that retrying cannot help."""
+    into 1, so the file is how the operator knows that retrying cannot help. Under MPIJob the
+    trainer runs on workers whose termination log nobody reads: with KUBERLHF_REPORT_DIR set (a
+    folder of the attempt on the shared storage), each rank also writes the report there as
+    rank-<n>.json, whole or not at all, for the launcher to pass on."""
     print(f"kuberlhf: {error}", file=sys.stderr)
-    path = os.environ.get("KUBERLHF_TERMINATION_LOG")
-    if path:
-        reason = {"ConfigError": "InvalidConfig", "DataFormatError": "InvalidData", "ModelLoadError": "ModelLoadFailed",
-                  "StaleOutputError": "StaleOutput", "StepInputError": "MissingInput",
-                  "NonFiniteLossError": "TrainingDiverged"}.get(type(error).__name__, "InvalidInput")
-        record = {"reason": reason, "message": str(error)[:TERMINATION_MESSAGE_LIMIT], "retryable": False}
-        try:
-            with open(path, "w") as file:
-                file.write(json.dumps(record) + "\n")
-        except OSError as write_error:  # the report is a courtesy; the exit code still says it
-            print(f"kuberlhf: cannot write {path}: {write_error}", file=sys.stderr)
+    reason = {"ConfigError": "InvalidConfig", "DataFormatError": "InvalidData", "ModelLoadError": "ModelLoadFailed",
+              "StaleOutputError": "StaleOutput", "StepInputError": "MissingInput",
+              "NonFiniteLossError": "TrainingDiverged"}.get(type(error).__name__, "InvalidInput")
+    record = json.dumps({"reason": reason, "message": str(error)[:TERMINATION_MESSAGE_LIMIT], "retryable": False})
+    log_path, folder = os.environ.get("KUBERLHF_TERMINATION_LOG"), os.environ.get("KUBERLHF_REPORT_DIR")
+    # The rank as mpirun (OpenMPI, then other MPIs) or DeepSpeed's discovery names it; the pid if none does.
+    rank = next((os.environ[v] for v in ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "RANK") if os.environ.get(v)), None)
+    try:  # each report is a courtesy; the exit code still says it
+        if log_path:
+            Path(log_path).write_text(record + "\n")
+    except OSError as write_error:
+        print(f"kuberlhf: cannot write {log_path}: {write_error}", file=sys.stderr)
+    try:
+        if folder:
+            report = Path(folder) / f"rank-{rank or os.getpid()}.json"
+            report.parent.mkdir(parents=True, exist_ok=True)
+            partial = report.with_suffix(".partial")  # the launcher copies *.json: never a half-written one
+            partial.write_text(record + "\n")
+            os.replace(partial, report)
+    except OSError as write_error:
+        print(f"kuberlhf: cannot write a report in {folder}: {write_error}", file=sys.stderr)
     return EXIT_CONFIG_ERROR
 
 
