@@ -5,63 +5,32 @@ manifests/crds/kuberlhf.io_rlhfjobs.yaml, the way controller-gen turns Go types 
 field descriptions become `kubectl explain` text, `Field` bounds become OpenAPI validation,
 `x-kubernetes-*` keys in `json_schema_extra` pass through unchanged. The operator parses
 objects with the same models, so the API server's defaults and ours are the same numbers.
+Shared patterns are in api_base.py, pod-level types (scheduling, identity) in api_pod.py, the
+status in api_status.py.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import ConfigDict, Field
 
+from .api_base import (ABSOLUTE_PATH, ABSOLUTE_PATH_HELP, DNS_SUBDOMAIN, IMAGE, LABEL_VALUE, POSITIVE_QUANTITY,
+                       QUALIFIED_NAME, QUANTITY_EXTRA, RESERVED_ENV, RESERVED_ENV_PREFIXES, RESERVED_MOUNTS, Model,
+                       Quantity, cel_list)
+from .api_pod import (POD_ANNOTATIONS, POD_LABELS, Affinity, AnnotationValue, LabelValue, LocalObjectReference,
+                      PodSecurity, Toleration)
+from .api_status import (ACTIVE_STATES, ChildRef, Condition, Phase, RLHFJobStatus, StageState, StageStatus,  # noqa: F401
+                         empty_stage_statuses)
 from .names import STAGES
 
 Launcher = Literal["pytorchjob", "mpijob"]
-StageName = Literal["sft", "reward", "ppo"]
-Quantity = Union[int, str]
-"""A Kubernetes resource quantity such as 8Gi or 500m (the CRD marks it int-or-string)."""
-
-DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-# A label value, and a qualified name ('[prefix/]name', e.g. nvidia.com/gpu): label keys, resource
-# names, taint keys. Checked here because the Kubeflow CRDs do not check their pod templates: a
-# value the Pod API refuses would give a child whose pods never get created.
-LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
-QUALIFIED_NAME = (r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
-                  r"([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9]$")
-# Non-negative (the API server's own quantity syntax allows a sign); bounded for the CEL rules' cost.
-QUANTITY = r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
-QUANTITY_EXTRA = {"x-kubernetes-int-or-string": True, "pattern": QUANTITY, "maxLength": 64}
-POSITIVE_QUANTITY = {**QUANTITY_EXTRA, "x-kubernetes-validations": [
-    {"rule": "quantity(string(self)).isGreaterThan(quantity('0'))", "message": "must be more than 0"}]}
-# An absolute path of plain segments: it is mounted into pods and ends up on command lines.
-ABSOLUTE_PATH = r"^(/\.?[-_A-Za-z0-9][-._A-Za-z0-9]*)+$"
-ABSOLUTE_PATH_HELP = "an absolute path of letters, digits, '-', '_' and '.' (no '.' or '..' segments)"
-# Where training pods mount the trainer config and /dev/shm; storage or SSH keys there would collide.
-RESERVED_MOUNTS = ("/etc/kuberlhf", "/dev/shm")
-# An image reference (registry/repository:tag@digest): no spaces, shell characters or non-ASCII.
-IMAGE = r"^[A-Za-z0-9][-A-Za-z0-9._/:@]*$"
-# Environment variables the operator or the training-operator sets; the hub token comes only from
-# hubTokenSecret, so that its value is never written into an RLHFJob or a child job.
-RESERVED_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
-RESERVED_ENV_PREFIXES = ("KUBERLHF_", "PET_")
-
-
-def _cel_list(values: tuple[str, ...]) -> str:
-    return "[" + ", ".join(f"'{v}'" for v in values) + "]"
-
-
-class _Model(BaseModel):
-    # camelCase on the wire like every Kubernetes API; snake_case in Python.
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
-
-
 # --------------------------------------------------------------------------------------------
 # Spec
 # --------------------------------------------------------------------------------------------
 
 
-class ResourceRequirements(_Model):
+class ResourceRequirements(Model):
     """CPU, memory and other resources of each training pod (GPUs are set by gpusPerNode)."""
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
@@ -89,7 +58,7 @@ class ResourceRequirements(_Model):
     )
 
 
-class StageSpec(_Model):
+class StageSpec(Model):
     """How one stage runs: pods, GPUs, resources and retries."""
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
@@ -117,27 +86,64 @@ class StageSpec(_Model):
     retry_limit: int = Field(
         1, ge=0, le=10, description="Failed attempts retried with a new child job before the RLHFJob fails."
     )
+    start_deadline_seconds: int = Field(
+        1200, ge=1, le=604800,
+        description="Seconds an attempt's pods may take to run (scheduling, node scale-up, image pulls), from "
+        "the child's creation or its admission by Kueue. Then the attempt fails with the pods' own reasons, "
+        "e.g. Unschedulable and the scheduler's message.",
+    )
+    image_pull_deadline_seconds: int = Field(
+        300, ge=1, le=86400,
+        description="Seconds a scheduled pod may keep failing to pull an image (ErrImagePull, ImagePullBackOff) "
+        "before the attempt fails; InvalidImageName and ErrImageNeverPull fail it at once, without a retry.",
+    )
+    disruption_limit: int = Field(
+        10, ge=0, le=100,
+        description="Disruptions of the stage's pods (evictions, preemptions, node drains and shutdowns) answered "
+        "with a new attempt that resumes from the last checkpoint without using a retry; more count against "
+        "retryLimit.",
+    )
+    termination_grace_period_seconds: int = Field(
+        300, ge=30, le=7200,
+        description="Seconds a training pod gets between SIGTERM and SIGKILL: the trainer saves a checkpoint "
+        "on SIGTERM. Long enough for a 13B-parameter model's ZeRO checkpoint at about 1 GB/s.",
+    )
+    active_deadline_seconds: Optional[int] = Field(
+        None, ge=1,
+        description="The child's runPolicy.activeDeadlineSeconds: an attempt running longer is failed by the "
+        "Kubeflow operator, and not retried. Unset: no limit.",
+    )
 
     @property
     def processes(self) -> int:
         return self.processes_per_node or max(self.gpus_per_node, 1)
 
 
-class StagesSpec(_Model):
+class PPOStageSpec(StageSpec):
+    """How PPO runs: as every stage, with twice the time to save a checkpoint (actor and critic)."""
+
+    termination_grace_period_seconds: int = Field(
+        600, ge=30, le=7200,
+        description="Seconds a training pod gets between SIGTERM and SIGKILL: the trainer saves a checkpoint "
+        "on SIGTERM (PPO saves actor and critic, and checks for SIGTERM once per iteration).",
+    )
+
+
+class StagesSpec(Model):
     """Per-stage settings; a stage that is left out uses the defaults."""
 
     sft: StageSpec = Field(default_factory=StageSpec, description="Step 1: supervised fine-tuning.",
                            json_schema_extra={"default": {}})
     reward: StageSpec = Field(default_factory=StageSpec, description="Step 2: reward model training.",
                               json_schema_extra={"default": {}})
-    ppo: StageSpec = Field(default_factory=StageSpec, description="Step 3: PPO.",
-                           json_schema_extra={"default": {}})
+    ppo: PPOStageSpec = Field(default_factory=PPOStageSpec, description="Step 3: PPO.",
+                              json_schema_extra={"default": {}})
 
     def of(self, stage: str) -> StageSpec:
         return getattr(self, stage)
 
 
-class ClaimTemplate(_Model):
+class ClaimTemplate(Model):
     """A PersistentVolumeClaim the operator creates for this job, named '<job>-storage'."""
 
     size: Quantity = Field(..., description="Requested capacity, e.g. 500Gi.", json_schema_extra=POSITIVE_QUANTITY)
@@ -158,7 +164,7 @@ class ClaimTemplate(_Model):
     )
 
 
-class StorageSpec(_Model):
+class StorageSpec(Model):
     """Shared storage that carries checkpoints from stage to stage: '<mountPath>/<job>/<stage>/'."""
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
@@ -179,7 +185,7 @@ class StorageSpec(_Model):
         description=f"Where the storage is mounted in training pods: {ABSOLUTE_PATH_HELP}, not /etc/kuberlhf "
         "(the config) or /dev/shm, nor a folder above them.",
         json_schema_extra={"x-kubernetes-validations": [
-            {"rule": f"!({_cel_list(RESERVED_MOUNTS)}.exists(p, p == self || p.startsWith(self + '/')"
+            {"rule": f"!({cel_list(RESERVED_MOUNTS)}.exists(p, p == self || p.startsWith(self + '/')"
                      " || self.startsWith(p + '/')))",
              "message": "training pods mount the config at /etc/kuberlhf and shared memory at /dev/shm: "
              "choose a path apart from both, e.g. /mnt/kuberlhf"},
@@ -187,7 +193,7 @@ class StorageSpec(_Model):
     )
 
 
-class SecretKeyRef(_Model):
+class SecretKeyRef(Model):
     """A key of a Secret in the job's namespace."""
 
     name: str = Field(..., min_length=1, max_length=253, pattern=DNS_SUBDOMAIN, description="Secret name.")
@@ -195,11 +201,11 @@ class SecretKeyRef(_Model):
                      description="Key within the Secret.")
 
 
-class EnvVar(_Model):
+class EnvVar(Model):
     """An environment variable of the training containers."""
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
-        {"rule": f"!(self.name in {_cel_list(RESERVED_ENV)})"
+        {"rule": f"!(self.name in {cel_list(RESERVED_ENV)})"
                  + "".join(f" && !self.name.startsWith('{p}')" for p in RESERVED_ENV_PREFIXES),
          "message": "the hub token comes only from hubTokenSecret (never as a plain value), and "
          f"{', '.join(p + '*' for p in RESERVED_ENV_PREFIXES)} are set by the operator and the training-operator",
@@ -211,43 +217,10 @@ class EnvVar(_Model):
     value: str = Field("", max_length=32768, description="Value.")
 
 
-class LocalObjectReference(_Model):
-    """A reference to an object in the same namespace."""
-
-    name: str = Field(..., min_length=1, max_length=253, pattern=DNS_SUBDOMAIN, description="Name of the object.")
+LAUNCHER_RESOURCES = {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "2Gi"}}
 
 
-class Toleration(_Model):
-    """A pod toleration, as in the core API."""
-
-    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
-        {"rule": "!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''",
-         "message": "operator Exists matches any value: leave value empty", "fieldPath": ".value"},
-        {"rule": "(has(self.key) && self.key != '') || (has(self.operator) && self.operator == 'Exists')",
-         "message": "an empty key matches every taint and needs operator Exists", "fieldPath": ".operator"},
-        {"rule": "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
-         "message": "tolerationSeconds applies to effect NoExecute only", "fieldPath": ".tolerationSeconds"},
-    ]})
-
-    key: Optional[str] = Field(None, max_length=316, pattern=r"^$|" + QUALIFIED_NAME,
-                               description="Taint key; empty with Exists matches all.")
-    operator: Optional[Literal["Exists", "Equal"]] = Field(None, description="Exists or Equal (default).")
-    value: Optional[str] = Field(None, max_length=63, pattern=LABEL_VALUE, description="Taint value for Equal.")
-    effect: Optional[Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]] = Field(
-        None, description="Taint effect to tolerate; empty matches all."
-    )
-    toleration_seconds: Optional[int] = Field(None, description="How long a NoExecute taint is tolerated.")
-
-
-class PodSecurity(_Model):
-    """The non-root identity training pods run as (the trainer image must allow it)."""
-
-    run_as_user: int = Field(1000, ge=1, description="UID of the training processes (never root).")
-    run_as_group: int = Field(1000, ge=0, description="GID of the training processes.")
-    fs_group: int = Field(1000, ge=0, description="Group that owns the mounted storage, so the trainer can write.")
-
-
-class MPISpec(_Model):
+class MPISpec(Model):
     """Settings used only with launcher mpijob."""
 
     ssh_auth_mount_path: str = Field(
@@ -260,6 +233,12 @@ class MPISpec(_Model):
         min_length=1, max_length=32,
         description="The worker containers' command: an SSH daemon the launcher's mpirun connects to.",
         json_schema_extra={"default": ["/usr/sbin/sshd", "-De", "-f", "/home/mpiuser/.sshd_config"]},
+    )
+    launcher_resources: ResourceRequirements = Field(
+        default_factory=lambda: ResourceRequirements(**LAUNCHER_RESOURCES),
+        description="Resources of the launcher pod (mpirun and DeepSpeed's launcher, no GPUs): requests keep it "
+        "from being evicted first and let it run where quotas require them.",
+        json_schema_extra={"default": LAUNCHER_RESOURCES},
     )
 
 
@@ -287,13 +266,13 @@ def _spec_rules() -> list[dict[str, str]]:
          "message": "ReadWriteOncePod lets one pod mount the claim, and parallelSFTAndReward runs two at once",
          "fieldPath": ".storage.claimTemplate.accessModes"},
         {"rule": f"self.launcher != 'mpijob' || !(self.mpi.sshAuthMountPath in "
-                 f"{_cel_list(RESERVED_MOUNTS)[:-1]}, self.storage.mountPath])",
+                 f"{cel_list(RESERVED_MOUNTS)[:-1]}, self.storage.mountPath])",
          "message": "the MPIJob's workers mount the SSH keys, the storage, /etc/kuberlhf and /dev/shm: each needs "
          "its own path", "fieldPath": ".mpi.sshAuthMountPath"},
     ]
 
 
-class RLHFJobSpec(_Model):
+class RLHFJobSpec(Model):
     """Desired state of an RLHF run: the training config and how to run it on this cluster."""
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _spec_rules()})
@@ -337,6 +316,21 @@ class RLHFJobSpec(_Model):
     priority_class_name: Optional[str] = Field(
         None, max_length=253, pattern=DNS_SUBDOMAIN, description="PriorityClass of the training pods."
     )
+    scheduler_name: Optional[str] = Field(
+        None, max_length=253, pattern=DNS_SUBDOMAIN,
+        description="The scheduler of the training pods (e.g. a gang scheduler); unset: the cluster's default.",
+    )
+    affinity: Optional[Affinity] = Field(None, description="Node and pod (anti-)affinity of the training pods.")
+    pod_labels: dict[str, LabelValue] = Field(
+        default_factory=dict, json_schema_extra=POD_LABELS,
+        description="Labels of every pod of every stage; not those the operators set (kuberlhf.io/*, "
+        "training.kubeflow.org/*, app.kubernetes.io/managed-by, ...).",
+    )
+    pod_annotations: dict[str, AnnotationValue] = Field(
+        default_factory=dict, json_schema_extra=POD_ANNOTATIONS,
+        description="Annotations of every pod of every stage, e.g. Kueue's topology-aware scheduling "
+        "(kueue.x-k8s.io/podset-required-topology).",
+    )
     hub_token_secret: Optional[SecretKeyRef] = Field(
         None, description="A Secret key holding a Hugging Face hub token, given to the trainer as HF_TOKEN."
     )
@@ -360,95 +354,7 @@ class RLHFJobSpec(_Model):
     )
 
 
-# --------------------------------------------------------------------------------------------
-# Status
-# --------------------------------------------------------------------------------------------
-
-Phase = Literal["Pending", "Running", "Suspended", "Succeeded", "Failed"]
-StageState = Literal["Pending", "Skipped", "Starting", "Queued", "Running", "Suspended", "Succeeded", "Failed"]
-ACTIVE_STATES = ("Starting", "Queued", "Running", "Suspended")
-DATE_TIME = {"format": "date-time"}
-
-
-class Condition(_Model):
-    """A metav1.Condition."""
-
-    type: str = Field(..., max_length=316, description="Condition type, e.g. Succeeded.",
-                      pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
-                              r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$")
-    status: Literal["True", "False", "Unknown"] = Field(..., description="True, False or Unknown.")
-    observed_generation: Optional[int] = Field(None, ge=0, description="metadata.generation this was set for.")
-    last_transition_time: str = Field(..., description="When status last changed.", json_schema_extra=DATE_TIME)
-    reason: str = Field(..., min_length=1, max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
-                        description="CamelCase reason for the last transition.")
-    message: str = Field("", max_length=32768, description="Human-readable details.")
-
-
-class ChildRef(_Model):
-    """The Kubeflow job running a stage attempt."""
-
-    api_version: str = Field(..., description="kubeflow.org/v1 or kubeflow.org/v2beta1.")
-    kind: str = Field(..., description="PyTorchJob or MPIJob.")
-    name: str = Field(..., description="Name: '<job>-<stage>-<attempt>'.")
-    uid: Optional[str] = Field(None, description="UID, once the operator has seen the child.")
-
-
-class StageStatus(_Model):
-    """Observed state of one stage."""
-
-    name: StageName = Field(..., description="sft, reward or ppo.")
-    state: StageState = Field(
-        "Pending",
-        description="Pending (waiting for earlier stages), Skipped (not in config.steps), Starting, Queued "
-        "(held by Kueue), Running, Suspended, Succeeded or Failed.",
-    )
-    attempt: int = Field(0, ge=0, description="Number of the current attempt; the child's name ends with it. "
-                                               "It keeps counting across retries and restarts.")
-    failed_attempts: int = Field(0, ge=0, description="Attempts that failed since the stage last started afresh.")
-    rerun: bool = Field(
-        False, description="The stage was restarted on request: its child passes --overwrite, so the trainer "
-        "replaces the earlier result instead of reusing it."
-    )
-    child_ref: Optional[ChildRef] = Field(None, description="The current attempt's child job.")
-    start_time: Optional[str] = Field(None, description="When the stage first started.", json_schema_extra=DATE_TIME)
-    completion_time: Optional[str] = Field(None, description="When the stage succeeded or failed.",
-                                           json_schema_extra=DATE_TIME)
-    checkpoint_path: Optional[str] = Field(
-        None, description="Where the stage writes its checkpoint and summary.json, as training pods see the storage."
-    )
-    reason: Optional[str] = Field(None, description="Reason of the last change, e.g. PyTorchJobFailed.")
-    message: Optional[str] = Field(None, max_length=32768, description="Last message, e.g. the child's failure.")
-
-
-class RLHFJobStatus(_Model):
-    """Observed state of the RLHF run."""
-
-    phase: Phase = Field("Pending", description="Pending, Running, Suspended, Succeeded or Failed.")
-    stage: str = Field("", description="The stage(s) now active, comma-separated; empty when none.")
-    message: str = Field("", description="What is happening, in one line.")
-    stages: list[StageStatus] = Field(
-        default_factory=list, max_length=3, description="Per-stage state, in pipeline order.",
-        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
-    )
-    conditions: list[Condition] = Field(
-        default_factory=list, max_length=8,
-        description="Running, Suspended, Succeeded and Failed, as metav1.Conditions.",
-        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
-    )
-    observed_generation: Optional[int] = Field(None, ge=0, description="metadata.generation last acted on.")
-    claim_name: Optional[str] = Field(None, description="The PersistentVolumeClaim that holds the checkpoints.")
-    start_time: Optional[str] = Field(None, description="When the first stage started.", json_schema_extra=DATE_TIME)
-    completion_time: Optional[str] = Field(None, description="When the job succeeded or failed.",
-                                           json_schema_extra=DATE_TIME)
-    restart_request: Optional[str] = Field(
-        None, description="The last kuberlhf.io/restart-from annotation value acted on."
-    )
-
-    def stage_status(self, name: str) -> StageStatus:
-        return next(s for s in self.stages if s.name == name)
-
-
-class RLHFJob(_Model):
+class RLHFJob(Model):
     """An RLHF training run: SFT, reward model and PPO, each stage a Kubeflow job, in order."""
 
     api_version: str = Field("kuberlhf.io/v1alpha1", description="kuberlhf.io/v1alpha1.")
@@ -456,7 +362,3 @@ class RLHFJob(_Model):
     metadata: dict[str, Any] = Field(default_factory=dict, description="Standard object metadata.")
     spec: RLHFJobSpec = Field(..., description="Desired state.")
     status: RLHFJobStatus = Field(default_factory=RLHFJobStatus, description="Observed state.")
-
-
-def empty_stage_statuses() -> list[StageStatus]:
-    return [StageStatus(name=name) for name in STAGES]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from .api import Condition, RLHFJobStatus
 
-CONDITION_TYPES = ("Running", "Suspended", "Succeeded", "Failed")
+# Ready, Reconciling and Stalled as kstatus reads them; then the phase's own.
+CONDITION_TYPES = ("Ready", "Reconciling", "Stalled", "Running", "Suspended", "Succeeded", "Failed")
 
 
 def set_condition(

@@ -1,17 +1,20 @@
-"""decide(job, children, now) -> Decision: the operator's whole logic, as a pure function.
+"""decide(job, children, now, pods) -> Decision: the operator's whole logic, as a pure function.
 
-The RLHFJob's status is the operator's *intent* and the children are the *actual* state.
-One pass, level-triggered (it never asks what changed, only what is):
+The RLHFJob's status is the operator's *intent* and the children (and their pods) are the
+*actual* state. One pass, level-triggered (it never asks what changed, only what is):
 
 1. a new restart request (annotation kuberlhf.io/restart-from) resets that stage and the
    stages after it, and deletes their running children;
 2. each active stage takes the state of its current child (the one whose attempt number the
-   status records): Succeeded advances, Failed retries with attempt+1 up to retryLimit and
-   then fails the job with the child's reason, a vanished child counts as a failed attempt;
+   status records): Succeeded advances; Failed retries with attempt+1 up to retryLimit and
+   then fails the job with the reason its pods give (bad input and a passed activeDeadlineSeconds
+   are not retried; a disruption -- eviction, preemption -- starts a new attempt that resumes
+   from the last checkpoint without using a retry, up to disruptionLimit); a vanished child counts
+   as a failed attempt; while its pods do not all run yet, the stage's message says why, and the
+   attempt fails (its child deleted) once they are past startDeadlineSeconds (see starting.py);
 3. stages whose predecessors succeeded start: attempt+1, state Starting;
-4. every Starting stage without its child gets a CreateChild, unless the job is suspended (the
-   first one is preceded by AddFinalizer, so that deleting the job waits for its children) or
-   the objects it needs could not exist (validate.problems: then the stage fails, reason
+4. every Starting stage without its child gets a CreateChild, unless the job is suspended or the
+   objects it needs could not exist (validate.problems: then the stage fails, reason
    InvalidSpec, naming the field, and nothing is created);
 5. suspend/resume is passed to running children that Kueue does not manage;
 6. phase, message and conditions summarise the stages.
@@ -20,6 +23,10 @@ The caller writes the new status first, guarded by the object's resourceVersion,
 carries out the actions. A child is therefore only ever created for an attempt number already
 recorded in status, and its name carries that number: a stale or concurrent pass that decides
 the same thing asks for the same name and gets AlreadyExists, never a second child.
+
+Children carry a controller ownerReference to the job: the cluster's garbage collector deletes
+them (and the job's ConfigMaps, and its claim with retentionPolicy Delete) when the job goes, so
+no finalizer holds the job (see docs/operator.md, "Deletion").
 """
 
 from __future__ import annotations
@@ -31,13 +38,18 @@ from pydantic import ValidationError
 
 from .api import ACTIVE_STATES, ChildRef, RLHFJobStatus, StageStatus
 from .builders import claim_for
-from .conditions import set_condition
 from .events import Event, restart_ignored, transition_events
 from .job import InvalidSpec, Job
-from .names import CHILD_KINDS, FINALIZER, RESTART_ANNOTATION, STAGES, child_name
-from .observe import Child
-from .summary import summarize
+from .names import CHILD_KINDS, RESTART_ANNOTATION, STAGES, child_name
+from .observe import KUBELET_DISRUPTIONS, Child, Pod, describe
+from .starting import WAITING_FOR_PODS, check_start, still_starting
+from .summary import set_phase_conditions, summarize
 from .validate import INVALID_SPEC, Problem, problems
+
+MPIJOB_EVICTED = "MPIJobEvicted"
+"""mpi-operator's reason when a worker pod was evicted by its kubelet."""
+DEADLINE_EXCEEDED = "DeadlineExceeded"
+DISRUPTED = "Disrupted"
 
 
 @dataclass(frozen=True)
@@ -60,12 +72,7 @@ class SuspendChild:
     suspend: bool
 
 
-@dataclass(frozen=True)
-class AddFinalizer:
-    """Before the first child: kuberlhf.io/finalizer on the job."""
-
-
-Action = Union[AddFinalizer, CreateChild, DeleteChild, SuspendChild]
+Action = Union[CreateChild, DeleteChild, SuspendChild]
 
 
 @dataclass
@@ -73,12 +80,18 @@ class Decision:
     status: RLHFJobStatus
     actions: list[Action] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
+    recheck_in: float | None = None  # seconds until a deadline passes: pass the job again by then
+
+    def recheck(self, seconds: float | None) -> None:
+        if seconds is not None:
+            self.recheck_in = seconds if self.recheck_in is None else min(self.recheck_in, seconds)
 
 
 Attempts = dict[int, Child]
 
 
-def decide(job: Job, children: Sequence[Child], now: str) -> Decision:
+def decide(job: Job, children: Sequence[Child], now: str, pods: Sequence[Pod] = ()) -> Decision:
+    """`pods`: the children's pods as watched (the operator watches only pods it labelled)."""
     status = job.status.model_copy(deep=True)
     status.stages = _stage_entries(job, status.stages)
     status.claim_name = claim_for(job)
@@ -86,13 +99,9 @@ def decide(job: Job, children: Sequence[Child], now: str) -> Decision:
     decision = Decision(status)
     _handle_restart(job, status, by_stage, now, decision)
     for stage in _selected(job, status):
-        _observe(job, stage, by_stage.get(stage.name, {}), now)
+        _observe(job, stage, by_stage.get(stage.name, {}), pods, now, decision)
     _start_ready(job, status, now)
     _request_children(job, status, by_stage, now, decision)
-    if FINALIZER not in job.finalizers and any(isinstance(a, CreateChild) for a in decision.actions):
-        # Deleting the job must wait for us to delete its children, as no garbage collector
-        # may run. kopf adds this finalizer too, but only after the first pass.
-        decision.actions.insert(0, AddFinalizer())
     _pass_suspend(job, status, by_stage, decision)
     summarize(job, status, now)
     decision.events += transition_events(job, job.status, status)
@@ -123,6 +132,19 @@ def attempt_creation_failed(job: Job, status: RLHFJobStatus, stage_name: str, re
     _attempt_failed(job, new.stage_status(stage_name), reason, message, now)
     summarize(job, new, now)
     return Decision(new, events=[Event("Warning", reason, message), *transition_events(job, status, new)])
+
+
+def creation_waiting(job: Job, status: RLHFJobStatus, stage_name: str, reason: str, message: str,
+                     now: str) -> Decision:
+    """Creating a stage's child must wait (a ResourceQuota is full; the name still belongs to the
+    child of a deleted job of the same name): the stage says so, the attempt does not fail, and the
+    caller tries again later. A Warning event when the reason first shows."""
+    new = status.model_copy(deep=True)
+    stage = new.stage_status(stage_name)
+    stage.reason, stage.message = reason, f"waiting to create {_name(job, stage)}: {message}"
+    summarize(job, new, now)
+    news = stage.message != status.stage_status(stage_name).message
+    return Decision(new, events=[Event("Warning", reason, f"Stage {stage_name}: {stage.message}")] if news else [])
 
 
 def _stage_entries(job: Job, current: list[StageStatus]) -> list[StageStatus]:
@@ -173,13 +195,14 @@ def _reset(stage: StageStatus, message: str) -> None:
     """Back to Pending; the attempt number stays, so the next child gets a new name."""
     stage.state = "Pending"
     stage.rerun = True
-    stage.failed_attempts = 0
-    stage.child_ref = None
+    stage.failed_attempts = stage.disruptions = 0
+    stage.child_ref = stage.disruption = None
     stage.start_time = stage.completion_time = None
     stage.reason, stage.message = "Restarted", message
 
 
-def _observe(job: Job, stage: StageStatus, attempts: Attempts, now: str) -> None:
+def _observe(job: Job, stage: StageStatus, attempts: Attempts, pods: Sequence[Pod], now: str,
+             decision: Decision) -> None:
     latest = max(attempts, default=0)
     if latest > stage.attempt:
         # A child newer than the status knows of (e.g. status was lost): it is the current one.
@@ -191,21 +214,20 @@ def _observe(job: Job, stage: StageStatus, attempts: Attempts, now: str) -> None
         if stage.child_ref is not None and stage.child_ref.uid:  # seen before, and now it is gone
             _attempt_failed(job, stage, "ChildDeleted", f"child {_name(job, stage)} was deleted", now)
         return
+    mine = [p for p in pods if p.child == child.name]
+    _note_disruption(stage, mine)
+    if stage.state != "Running" and still_starting(child, mine):
+        if not job.spec.suspend:  # a suspended job's child is on its way to Suspended
+            _check_start(job, stage, child, mine, now, decision)
+        return
     if child.state == "Starting":
-        # Recorded (with its uid) once it has left Starting: one status write less per stage. One
-        # deleted before it started is simply created again under the same name.
         return
     stage.child_ref = ChildRef(api_version=child.api_version, kind=child.kind, name=child.name, uid=child.uid)
     if child.state == "Succeeded":
         stage.state, stage.completion_time = "Succeeded", now
         stage.reason, stage.message = child.reason, f"{child.kind} {child.name} succeeded"
     elif child.state == "Failed":
-        detail = child.failure
-        if detail is None:
-            _attempt_failed(job, stage, child.reason or "Failed", child.message, now)
-        else:  # the trainer's own words, from the pod: e.g. which config field is wrong
-            _attempt_failed(job, stage, detail.reason, detail.message or child.message, now,
-                            permanent=not detail.retryable)
+        _child_failed(job, stage, child, now)
     elif child.state == "Suspended":
         # Kueue holds a job it has not admitted; we never suspend a child Kueue manages.
         stage.state = "Queued" if child.kueue_managed else "Suspended"
@@ -215,23 +237,95 @@ def _observe(job: Job, stage: StageStatus, attempts: Attempts, now: str) -> None
         stage.reason, stage.message = child.reason, child.message
 
 
+def _check_start(job: Job, stage: StageStatus, child: Child, pods: Sequence[Pod], now: str,
+                 decision: Decision) -> None:
+    """The child exists and its pods do not all run yet: say why, or fail the attempt."""
+    check = check_start(child, pods, job.spec.stages.of(stage.name), now)
+    if check.failure is not None:
+        # Its pods would go on waiting for (and holding) resources: the next attempt is a new child.
+        decision.actions.append(DeleteChild(child.kind, child.name))
+        _attempt_failed(job, stage, *check.failure, now,
+                        permanent="the image reference cannot be pulled" if check.permanent else "")
+        return
+    decision.recheck(check.recheck_in)
+    if stage.state in ("Queued", "Suspended"):  # admitted by Kueue, or resumed: starting again
+        stage.state = "Starting"
+        stage.reason, stage.message = "Starting", f"starting attempt {stage.attempt}"
+    if check.waiting:
+        stage.reason, stage.message = WAITING_FOR_PODS, check.waiting
+
+
+def _note_disruption(stage: StageStatus, pods: Sequence[Pod]) -> None:
+    """Remember that a pod of this attempt is being evicted or preempted: it may be gone by the time
+    its child fails, and the failure is then the disruption's, not the trainer's."""
+    seen = next((describe(p.short_name, *p.disruption) for p in pods if p.disruption is not None), None)
+    if seen is not None and stage.disruption is None:
+        stage.disruption = seen[:4096]
+
+
+def _child_failed(job: Job, stage: StageStatus, child: Child, now: str) -> None:
+    detail = child.failure
+    if detail is not None and not detail.retryable:  # the trainer's own words: e.g. which field is wrong
+        _attempt_failed(job, stage, detail.reason, detail.message or child.message, now,
+                        permanent="the trainer reported bad input")
+        return
+    if child.reason.startswith(DEADLINE_EXCEEDED) or "active longer than specified deadline" in child.message:
+        _attempt_failed(job, stage, DEADLINE_EXCEEDED, child.message, now,
+                        permanent="the attempt ran past activeDeadlineSeconds")
+        return
+    disruption = stage.disruption or (detail.disruption if detail else None) or _child_disruption(child)
+    limit = job.spec.stages.of(stage.name).disruption_limit
+    if disruption and stage.disruptions < limit:
+        _attempt_disrupted(stage, disruption, limit)
+    elif disruption:
+        _attempt_failed(job, stage, DISRUPTED, f"{disruption} (disruptionLimit {limit} reached)", now)
+    elif detail is None:
+        _attempt_failed(job, stage, child.reason or "Failed", child.message, now)
+    else:
+        _attempt_failed(job, stage, detail.reason, detail.message or child.message, now)
+
+
+def _child_disruption(child: Child) -> str | None:
+    """mpi-operator's own word for an evicted worker, or a launcher Job failed because its pod was
+    evicted ('BackoffLimitExceeded/Evicted')."""
+    if child.reason == MPIJOB_EVICTED or child.reason.rpartition("/")[2] in KUBELET_DISRUPTIONS:
+        return f"{child.reason}: {child.message}".rstrip(": ")
+    return None
+
+
+def _attempt_disrupted(stage: StageStatus, disruption: str, limit: int) -> None:
+    """A new attempt, not counted against retryLimit. It passes the trainer what the last one did
+    (--overwrite only for a restarted stage, which must not reuse the result from before the
+    restart), and the trainer resumes from the checkpoint it saved on SIGTERM either way."""
+    stage.disruptions += 1
+    stage.reason = DISRUPTED
+    stage.message = (f"attempt {stage.attempt} was disrupted: {disruption}; attempt {stage.attempt + 1} resumes "
+                     f"from the last checkpoint ({stage.disruptions} of {limit} disruptions)")
+    _next_attempt(stage)
+
+
 def _attempt_failed(job: Job, stage: StageStatus, reason: str, message: str, now: str,
-                    permanent: bool = False) -> None:
+                    permanent: str = "") -> None:
+    """`permanent`: why retrying cannot help (the stage fails at once), or "" to retry."""
     stage.failed_attempts += 1
     limit = job.spec.stages.of(stage.name).retry_limit
     failed = f"attempt {stage.attempt} failed: {reason}: {message}".rstrip(": ")
     stage.reason = reason
     if permanent:
         stage.state, stage.completion_time = "Failed", now
-        stage.message = f"{failed}; not retried: the trainer reported bad input"
+        stage.message = f"{failed}; not retried: {permanent}"
     elif stage.failed_attempts <= limit:
-        stage.attempt += 1
-        stage.state = "Starting"
-        stage.child_ref = None
-        stage.message = f"{failed}; retrying as attempt {stage.attempt} ({stage.failed_attempts} of {limit} retries)"
+        stage.message = f"{failed}; retrying as attempt {stage.attempt + 1} ({stage.failed_attempts} of {limit} retries)"
+        _next_attempt(stage)
     else:
         stage.state, stage.completion_time = "Failed", now
         stage.message = f"{failed}; no retries left (retryLimit {limit})"
+
+
+def _next_attempt(stage: StageStatus) -> None:
+    stage.attempt += 1
+    stage.state = "Starting"
+    stage.child_ref = stage.disruption = None
 
 
 def _dependencies(job: Job, stage: str) -> list[str]:
@@ -251,7 +345,8 @@ def _start_ready(job: Job, status: RLHFJobStatus, now: str) -> None:
         if stage.state == "Pending" and ready:
             stage.attempt += 1
             stage.state, stage.start_time = "Starting", now
-            stage.failed_attempts, stage.completion_time = 0, None
+            stage.failed_attempts = stage.disruptions = 0
+            stage.completion_time = stage.disruption = None
             stage.checkpoint_path = job.checkpoint_path(stage.name)
             stage.reason, stage.message = "Starting", f"starting attempt {stage.attempt}"
 
@@ -296,9 +391,7 @@ def unreadable(body: Mapping[str, Any], error: InvalidSpec, now: str) -> Decisio
     status.message = f"invalid spec: {shown}{more}"
     status.observed_generation = generation
     status.completion_time = status.completion_time or now
-    for type_, reason in (("Running", "Failed"), ("Suspended", "NotSuspended"), ("Succeeded", "NotSucceeded")):
-        set_condition(status, type_, False, reason, "", now, generation)
-    set_condition(status, "Failed", True, INVALID_SPEC, status.message, now, generation)
+    set_phase_conditions(status, INVALID_SPEC, now, generation)
     news = old.phase != "Failed" or old.message != status.message
     return Decision(status, events=[Event("Warning", INVALID_SPEC, status.message)] if news else [])
 

@@ -58,8 +58,14 @@ def _stage_event(job: Job, prev: StageStatus, stage: StageStatus) -> Event | Non
     child = child_name(job.name, stage.name, stage.attempt)
     if stage.state == "Starting" and stage.failed_attempts > prev.failed_attempts:
         return Event("Warning", "StageRetrying", f"Stage {stage.name}: {stage.message}")
+    if stage.state == "Starting" and stage.disruptions > prev.disruptions:
+        return Event("Warning", "StageDisrupted", f"Stage {stage.name}: {stage.message}")
     if prev.state == stage.state and prev.attempt == stage.attempt:
         return None
+    if stage.state == "Starting" and prev.state == "Queued" and prev.attempt == stage.attempt:
+        return Event("Normal", "StageAdmitted", f"Stage {stage.name}: Kueue admitted {child}; its pods are starting")
+    if stage.state == "Starting" and prev.state == "Suspended" and prev.attempt == stage.attempt:
+        return Event("Normal", "StageResumed", f"Stage {stage.name} is resuming in {child}; its pods are starting")
     if stage.state == "Starting":
         return Event("Normal", "StageStarting", f"Creating {kind} {child} for stage {stage.name}")
     if stage.state == "Running" and prev.state == "Starting":

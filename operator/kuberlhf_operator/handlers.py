@@ -4,12 +4,16 @@
 
 (`python -m kuberlhf_operator` does the same with the project's defaults.)
 
-Three things mark a job for the same level-triggered pass: any change of the RLHFJob (its
-deletion included), any change of one of its children, and the work queue itself (a failed pass
-after a backoff, every job once per resync interval). A pass reads the job and its children
-from in-memory indexes fed by the watches, so it costs no API reads; kopf fills the indexes
-before any handler runs, so a restarted operator sees every existing child before it decides
-anything.
+Four things mark a job for the same level-triggered pass: any change of the RLHFJob (its
+deletion included), any change of one of its children or of one of their pods, and the work queue
+itself (a failed pass after a backoff, every job once per resync interval, sooner when a stage's
+start deadline passes before that). A pass reads the job, its children and their pods from
+in-memory indexes fed by the watches, so it costs no API reads; kopf fills the indexes before any
+handler runs, so a restarted operator sees every existing child before it decides anything.
+
+Pods are watched with a server-side label selector: only the operator's own training pods (the
+pod templates carry its labels), never every pod of the cluster; the index keeps a small summary
+of each (observe.Pod), not the pod.
 
 Handlers and indexes are `async` and never wait (events are posted by a thread of their own): they run in kopf's event loop, which stays
 free to keep the indexes current while passes wait on the API server. Only watch-event
@@ -29,26 +33,32 @@ import kopf
 from . import metrics, posting
 from .kube import Kube, api_client, describe_error
 from .names import CHILD_KINDS, GROUP, LABEL_JOB, LABEL_MANAGED_BY, MANAGED_BY, PLURAL, VERSION
-from .observe import Child
+from .observe import Child, Pod
 from .posting import EventPoster
 from .reconciler import Reconciler
 from .settings import OperatorConfig
-from .workqueue import WorkQueue, start_workers
+from .workqueue import Passed, WorkQueue, start_workers
 
 log = logging.getLogger(__name__)
 CONFIG = OperatorConfig.from_env()
 OURS = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_JOB: kopf.PRESENT}
 PYTORCHJOBS = ("kubeflow.org", CHILD_KINDS["pytorchjob"][0].split("/")[1], CHILD_KINDS["pytorchjob"][2])
 MPIJOBS = ("kubeflow.org", CHILD_KINDS["mpijob"][0].split("/")[1], CHILD_KINDS["mpijob"][2])
+PODS = ("v1", "pods")
+# Asked of the API server for pods and children: it sends only ours (kopf's `labels=` filters are
+# applied on this side, to what the watch delivers).
+OURS_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_JOB}"
 # kopf's own finalizer name. No registered handler needs one, so kopf never adds it; it must not
 # be ours (kuberlhf.io/finalizer), or kopf would remove ours as one that no handler needs.
 KOPF_FINALIZER = f"{GROUP}/kopf-unused"
-TRIGGERS = ("child", "resync", "rlhfjob")  # why a pass runs, most telling first (a metrics label)
+TRIGGERS = ("child", "pod", "resync", "rlhfjob")  # why a pass runs, most telling first (a metrics label)
 
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **indexes: Any) -> None:
     settings.persistence.finalizer = KOPF_FINALIZER
+    for resource in (PODS, PYTORCHJOBS, MPIJOBS):
+        settings.watching.label_selectors[resource] = OURS_SELECTOR
     settings.posting.level = logging.INFO
     # kopf logs every handler call at INFO, one line per watch event of every child: keep the
     # operator's own transition lines and kopf's warnings.
@@ -82,6 +92,11 @@ async def mpijob_children(namespace: str, labels: kopf.Labels, body: kopf.Body, 
     return {(namespace, labels[LABEL_JOB]): Child.from_body(body)}
 
 
+@kopf.index(*PODS, labels=OURS)
+async def child_pods(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict:
+    return {(namespace, labels[LABEL_JOB]): Pod.from_body(body)}
+
+
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def rlhfjob_changed(type: str, body: kopf.Body, uid: str, namespace: str, name: str, memo: kopf.Memo,
                           **_: Any) -> None:
@@ -98,19 +113,26 @@ async def child_changed(namespace: str, labels: kopf.Labels, body: kopf.Body, me
     memo.queue.add((namespace, labels[LABEL_JOB]), "child", urgent=ended)
 
 
+@kopf.on.event(*PODS, labels=OURS)
+async def pod_changed(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+    memo.queue.add((namespace, labels[LABEL_JOB]), "pod")
+
+
 @kopf.on.probe(id="rlhfjobs")
 async def phase_counts(memo: kopf.Memo, **_: Any) -> dict:
     return memo.reconciler.phases.counts()
 
 
-def _pass(memo: kopf.Memo, indexes: dict[str, Any], key: tuple[str, str], triggers: frozenset[str]) -> bool:
-    """A pass over the job as the index holds it now (a job being deleted too: its pass deletes
-    the children and removes our finalizer). False if the job is gone."""
+def _pass(memo: kopf.Memo, indexes: dict[str, Any], key: tuple[str, str], triggers: frozenset[str]) -> Passed:
+    """A pass over the job as the index holds it now (a job being deleted too: its pass removes
+    the finalizer of an earlier operator version). Passed(exists=False) if the job is gone."""
     trigger = next(t for t in TRIGGERS if t in triggers)  # "rlhfjob" only if nothing else asked
     bodies = list(indexes["rlhfjobs"].get(key, []))
+    again_in = None
     for body in bodies:
-        memo.reconciler.reconcile(body, _children(key, indexes), trigger=trigger)
-    return bool(bodies)
+        again_in = memo.reconciler.reconcile(body, _children(key, indexes), trigger=trigger,
+                                             pods=lambda: list(indexes["child_pods"].get(key, [])))
+    return Passed(exists=bool(bodies), again_in=again_in)
 
 
 def _failed(key: tuple[str, str], error: BaseException, retry_in: float) -> None:

@@ -16,10 +16,11 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from .names import CHILD_KINDS, FINALIZER, GROUP, KUBEFLOW_GROUP, PLURAL, VERSION, job_labels
-from .observe import KUBEFLOW_JOB_NAME_LABEL, FailureDetail, controller_uid, pod_failure
+from .observe import KUBEFLOW_JOB_NAME_LABEL, FailureDetail, Pod, controller_ref, controller_uid, pod_failure
 
 log = logging.getLogger(__name__)
-CONFLICT, NOT_FOUND = 409, 404
+CONFLICT, NOT_FOUND, FORBIDDEN = 409, 404, 403
+STRICT = "Strict"
 REQUEST_TIMEOUT = (5.0, 30.0)
 """(connect, read) seconds for every request: one that hangs (a network partition, a stalled
 connection) fails its pass, which is retried, instead of holding a worker thread forever."""
@@ -70,20 +71,29 @@ class Kube:
         if existing is None:  # deleted again since: the next pass creates it
             raise RuntimeError(f"{manifest['kind']} {meta['namespace']}/{meta['name']} already existed, then not")
         wanted = controller_uid(meta)
-        if wanted is not None and controller_uid(existing["metadata"]) != wanted:
-            raise ForeignObject(f"{manifest['kind']} {meta['namespace']}/{meta['name']} exists and another "
-                                "object controls it")
+        owner = controller_ref(existing["metadata"])
+        if wanted is not None and owner.get("uid") != wanted:
+            where = f"{manifest['kind']} {meta['namespace']}/{meta['name']}"
+            ours = controller_ref(meta)
+            if (owner.get("kind"), owner.get("name")) == (ours.get("kind"), ours.get("name")):
+                # A deleted RLHFJob of the same name: the garbage collector deletes its children soon.
+                raise LeftBehind(f"{where} belongs to an earlier {owner['kind']} named {owner['name']}; waiting "
+                                 "for the garbage collector to delete it")
+            raise ForeignObject(f"{where} exists and another object controls it")
         return False
 
     def _create(self, manifest: dict[str, Any]) -> None:
+        """Strict: a field the API's schema does not know is refused, naming it, instead of being
+        dropped without a word (the Kubeflow CRDs would prune it from a pod template)."""
         ns, kind = manifest["metadata"]["namespace"], manifest["kind"]
         if kind == "ConfigMap":
-            self.core.create_namespaced_config_map(ns, manifest)
+            self.core.create_namespaced_config_map(ns, manifest, field_validation=STRICT)
         elif kind == "PersistentVolumeClaim":
-            self.core.create_namespaced_persistent_volume_claim(ns, manifest)
+            self.core.create_namespaced_persistent_volume_claim(ns, manifest, field_validation=STRICT)
         else:
             version, plural = _plural(kind)
-            self.custom.create_namespaced_custom_object(KUBEFLOW_GROUP, version, ns, plural, manifest)
+            self.custom.create_namespaced_custom_object(KUBEFLOW_GROUP, version, ns, plural, manifest,
+                                                        field_validation=STRICT)
 
     def get_child(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
@@ -94,18 +104,18 @@ class Kube:
             raise
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
-        serialize = self.core.api_client.sanitize_for_serialization  # camelCase, like custom objects
-        if kind == "ConfigMap":
-            return serialize(self.core.read_namespaced_config_map(name, namespace))
-        if kind == "PersistentVolumeClaim":
-            return serialize(self.core.read_namespaced_persistent_volume_claim(name, namespace))
+        if kind in ("ConfigMap", "PersistentVolumeClaim"):
+            read = (self.core.read_namespaced_config_map if kind == "ConfigMap"
+                    else self.core.read_namespaced_persistent_volume_claim)
+            return self.core.api_client.sanitize_for_serialization(read(name, namespace))  # camelCase, like CRs
         version, plural = _plural(kind)
         return self.custom.get_namespaced_custom_object(KUBEFLOW_GROUP, version, namespace, plural, name)
 
     def failure_detail(self, namespace: str, child: str) -> FailureDetail | None:
-        """Why a failed child's pods failed, or None where no pod says (e.g. deleted already)."""
+        """Why a failed child's pods failed, or None where no pod says (e.g. deleted already).
+        One list per failed attempt: the watched pods may not have caught up with the child."""
         pods = self.core.list_namespaced_pod(namespace, label_selector=f"{KUBEFLOW_JOB_NAME_LABEL}={child}").items
-        return pod_failure([self.core.api_client.sanitize_for_serialization(p) for p in pods])
+        return pod_failure([Pod.from_body(self.core.api_client.sanitize_for_serialization(p)) for p in pods])
 
     # -- changing ------------------------------------------------------------------------
 
@@ -115,17 +125,11 @@ class Kube:
         body = {"metadata": {"resourceVersion": resource_version}, "status": status}
         return self._patch_job(self.custom.patch_namespaced_custom_object_status, namespace, name, body)
 
-    def add_finalizer(self, namespace: str, name: str, resource_version: str, current: Iterable[str]) -> str | None:
-        """Add our finalizer to the RLHFJob's list as read at `resource_version` (StaleObject if the
-        list may have changed since). Returns the new resourceVersion, or None if the job is gone."""
-        return self._set_finalizers(namespace, name, resource_version, [*current, FINALIZER])
-
     def remove_finalizer(self, namespace: str, name: str, resource_version: str, current: Iterable[str]) -> str | None:
-        """Remove our finalizer from the list as read at `resource_version` (as add_finalizer)."""
-        return self._set_finalizers(namespace, name, resource_version, [f for f in current if f != FINALIZER])
-
-    def _set_finalizers(self, namespace: str, name: str, resource_version: str, finalizers: list[str]) -> str | None:
-        body = {"metadata": {"resourceVersion": resource_version, "finalizers": finalizers}}
+        """Remove our finalizer from the RLHFJob's list as read at `resource_version` (StaleObject if
+        the list may have changed since). Returns the new resourceVersion, or None if the job is gone."""
+        body = {"metadata": {"resourceVersion": resource_version,
+                             "finalizers": [f for f in current if f != FINALIZER]}}
         return self._patch_job(self.custom.patch_namespaced_custom_object, namespace, name, body)
 
     @staticmethod
@@ -155,7 +159,7 @@ class Kube:
         version, plural = _plural(kind)
         body = {"spec": {"runPolicy": {"suspend": suspend}}}
         self._ignore_missing(self.custom.patch_namespaced_custom_object,
-                             KUBEFLOW_GROUP, version, namespace, plural, name, body)
+                             KUBEFLOW_GROUP, version, namespace, plural, name, body, field_validation=STRICT)
 
     def delete_child(self, kind: str, namespace: str, name: str) -> None:
         version, plural = _plural(kind)
@@ -230,4 +234,15 @@ class StaleObject(RuntimeError):
 
 class ForeignObject(RuntimeError):
     """An object with the name we need exists but belongs to someone else."""
+
+
+class LeftBehind(RuntimeError):
+    """An object with the name we need belongs to a deleted RLHFJob of the same name (deleted and
+    created again): the garbage collector will delete it, so the name is waited for, not given up."""
+
+
+def is_quota_refusal(error: ApiException) -> bool:
+    """A ResourceQuota refused the object ('403 ... exceeded quota'): often temporary, as other
+    jobs finish."""
+    return error.status == FORBIDDEN and "exceeded quota" in str(error.body or "")
 

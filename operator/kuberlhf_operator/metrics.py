@@ -33,7 +33,7 @@ CHILDREN_CREATED = Counter(
 )
 RECONCILE_DURATION = Histogram(
     "kuberlhf_operator_reconcile_duration_seconds",
-    "Time to reconcile one RLHFJob, by what triggered it (rlhfjob, child, resync).",
+    "Time to reconcile one RLHFJob, by what triggered it (rlhfjob, child, pod, resync).",
     ["trigger"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
@@ -70,7 +70,7 @@ class PhaseTracker:
         return {p: phases.count(p) for p in PHASES}
 
 
-TRIGGERS = ("rlhfjob", "child", "resync")
+TRIGGERS = ("rlhfjob", "child", "pod", "resync")
 
 
 def initialize() -> None:

@@ -14,7 +14,8 @@ KIND = "RLHFJob"
 PLURAL = "rlhfjobs"
 SINGULAR = "rlhfjob"
 SHORT_NAMES = ["rlhf"]
-CATEGORIES = ["all", "kuberlhf"]
+# Not "all": `kubectl delete all --all` would take RLHFJobs (and their trained models' claims) with it.
+CATEGORIES = ["kuberlhf"]
 
 STAGES = ("sft", "reward", "ppo")
 """The pipeline in order. Same names as kuberlhf_trainer.config.STEP_NAMES (a unit test checks)."""

@@ -11,7 +11,7 @@ changes any more.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, Mapping, Sequence
 
 from .names import KUEUE_QUEUE_LABEL, LABEL_ATTEMPT, LABEL_STAGE
@@ -20,8 +20,16 @@ ChildState = Literal["Starting", "Running", "Suspended", "Succeeded", "Failed"]
 
 TRAINER_INPUT_ERROR = 2
 """The trainer's exit code for bad input (config, data, stale outputs): retrying cannot help."""
+# On the pods of both kinds: training-operator v1.9.4 (PyTorchJob) labels replica-type
+# master|worker; mpi-operator v0.8.0 (MPIJob) labels job-role launcher|worker (launcher pods are
+# those of its batch Job '<child>-launcher'), and job-name on every pod, launcher's included.
 KUBEFLOW_JOB_NAME_LABEL = "training.kubeflow.org/job-name"
 KUBEFLOW_REPLICA_LABEL = "training.kubeflow.org/replica-type"
+KUBEFLOW_ROLE_LABEL = "training.kubeflow.org/job-role"
+LEADERS = ("master", "launcher")
+# Pod status.reason values the kubelet writes when it ends a pod to free its node (node-pressure
+# eviction, admission preemption by a critical pod, graceful node shutdown): none is the trainer's fault.
+KUBELET_DISRUPTIONS = ("Evicted", "Preempting", "Terminated")
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,7 @@ class FailureDetail:
     reason: str
     message: str
     retryable: bool
+    disruption: str | None = None  # a pod of the child was evicted or preempted: 'worker-1 Evicted: ...'
 
 # Checked in this order: a terminal condition wins over a stale Running or Suspended entry.
 _PRECEDENCE: tuple[tuple[str, ChildState], ...] = (
@@ -67,12 +76,14 @@ class Child:
     kueue_managed: bool
     deleting: bool
     failure: FailureDetail | None = None
+    since: str = ""  # when it last began to start: created, or resumed (by us or by Kueue)
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> "Child":
         meta = body.get("metadata", {})
         labels = meta.get("labels") or {}
-        state, reason, message = child_state((body.get("status") or {}).get("conditions") or [])
+        conditions = (body.get("status") or {}).get("conditions") or []
+        state, reason, message = child_state(conditions)
         run_policy = (body.get("spec") or {}).get("runPolicy") or {}
         return cls(
             api_version=body.get("apiVersion", ""),
@@ -88,6 +99,7 @@ class Child:
             suspend_requested=bool(run_policy.get("suspend")),
             kueue_managed=KUEUE_QUEUE_LABEL in labels,
             deleting=bool(meta.get("deletionTimestamp")),
+            since=_starting_since(meta.get("creationTimestamp") or "", conditions),
         )
 
 
@@ -101,11 +113,21 @@ def child_state(conditions: list[Mapping[str, Any]]) -> tuple[ChildState, str, s
     return "Starting", "", ""
 
 
+def _starting_since(created: str, conditions: list[Mapping[str, Any]]) -> str:
+    """A resumed child (Suspended back to False: Kueue admitted it, or the job was resumed) starts
+    its pods anew then, not when it was created."""
+    resumed = [c.get("lastTransitionTime") or "" for c in conditions
+               if c.get("type") == "Suspended" and c.get("status") == "False"]
+    return max([created, *resumed])
+
+
+def controller_ref(meta: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The ownerReference with controller: true, or {} when none."""
+    return next((ref for ref in meta.get("ownerReferences") or [] if ref.get("controller")), {})
+
+
 def controller_uid(meta: Mapping[str, Any]) -> str | None:
-    for ref in meta.get("ownerReferences") or []:
-        if ref.get("controller"):
-            return ref.get("uid")
-    return None
+    return controller_ref(meta).get("uid")
 
 
 def _int(value: Any) -> int:
@@ -115,20 +137,120 @@ def _int(value: Any) -> int:
         return 0
 
 
-def pod_failure(pods: Sequence[Mapping[str, Any]]) -> FailureDetail | None:
-    """The first failed container of a child's pods, the master or launcher looked at first."""
-    first = sorted(pods, key=lambda p: (p.get("metadata", {}).get("labels") or {}).get(KUBEFLOW_REPLICA_LABEL, "")
-                   not in ("master", "launcher"))
-    for pod in first:
-        for status in (pod.get("status") or {}).get("containerStatuses") or []:
-            terminated = (status.get("state") or {}).get("terminated") or {}
-            code = terminated.get("exitCode")
-            if code:
-                return _detail(int(code), terminated.get("reason") or "Error", (terminated.get("message") or "").strip())
+@dataclass(frozen=True)
+class Ended:
+    """A container that ended with a non-zero exit code."""
+
+    container: str
+    exit_code: int
+    reason: str
+    message: str
+    finished_at: str
+
+
+@dataclass(frozen=True)
+class Pod:
+    """A pod of a child job, reduced to what decisions read (the operator's index holds these, not
+    whole pods): why it does not run yet, whether it is being disrupted, which containers failed."""
+
+    name: str
+    child: str
+    role: str
+    phase: str
+    scheduled_at: str | None = None
+    waiting: tuple[str, str] | None = None     # (reason, message): why it is not running yet
+    disruption: tuple[str, str] | None = None  # (reason, message): evicted, preempted, ...
+    ended: tuple[Ended, ...] = ()
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> "Pod":
+        meta, status = body.get("metadata") or {}, body.get("status") or {}
+        labels = meta.get("labels") or {}
+        scheduled = _pod_condition(status, "PodScheduled")
+        return cls(
+            name=meta.get("name", ""),
+            child=labels.get(KUBEFLOW_JOB_NAME_LABEL, ""),
+            role=labels.get(KUBEFLOW_REPLICA_LABEL) or labels.get(KUBEFLOW_ROLE_LABEL) or "",
+            phase=status.get("phase") or "Pending",
+            scheduled_at=scheduled.get("lastTransitionTime") if scheduled.get("status") == "True" else None,
+            waiting=_waiting(status),
+            disruption=_disruption(status),
+            ended=tuple(_ended(status)),
+        )
+
+    @property
+    def short_name(self) -> str:
+        """'master-0' of 'chat-sft-1-master-0': the child's name is in the stage message already."""
+        return self.name.removeprefix(f"{self.child}-") if self.child else self.name
+
+
+def _pod_condition(status: Mapping[str, Any], type_: str) -> Mapping[str, Any]:
+    return next((c for c in status.get("conditions") or [] if c.get("type") == type_), {})
+
+
+def _waiting(status: Mapping[str, Any]) -> tuple[str, str] | None:
+    """Why a Pending pod does not run: the scheduler's verdict, else the first container (init
+    containers first, as they run first) that waits with a reason, else plain Pending."""
+    if status.get("phase", "Pending") != "Pending":
+        return None
+    scheduled = _pod_condition(status, "PodScheduled")
+    if scheduled.get("status") == "False":
+        return scheduled.get("reason") or "Unschedulable", scheduled.get("message") or ""
+    for kind, key in (("init container", "initContainerStatuses"), ("container", "containerStatuses")):
+        for container in status.get(key) or []:
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") and waiting["reason"] != "PodInitializing":
+                where = f"{kind} {container.get('name')}: " if kind == "init container" else ""
+                return waiting["reason"], where + (waiting.get("message") or "")
+    return "Pending", "" if scheduled else "not scheduled yet"
+
+
+def _disruption(status: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The DisruptionTarget condition (scheduler preemption, the Eviction API, the taint manager,
+    the kubelet: PreemptionByScheduler, EvictionByEvictionAPI, DeletionByTaintManager,
+    TerminationByKubelet), or a kubelet's reason where that condition is missing."""
+    target = _pod_condition(status, "DisruptionTarget")
+    if target.get("status") == "True":
+        return target.get("reason") or "DisruptionTarget", target.get("message") or ""
+    if status.get("reason") in KUBELET_DISRUPTIONS:
+        return status["reason"], status.get("message") or ""
     return None
 
 
-def _detail(code: int, reason: str, text: str) -> FailureDetail:
+def _ended(status: Mapping[str, Any]) -> list[Ended]:
+    out = []
+    for key in ("initContainerStatuses", "containerStatuses"):
+        for container in status.get(key) or []:
+            terminated = (container.get("state") or {}).get("terminated") or {}
+            if terminated.get("exitCode"):
+                out.append(Ended(container.get("name", ""), int(terminated["exitCode"]),
+                                 terminated.get("reason") or "Error", (terminated.get("message") or "").strip(),
+                                 terminated.get("finishedAt") or ""))
+    return out
+
+
+def describe(pods: str, reason: str, message: str) -> str:
+    """'master-0 Unschedulable: 0/3 nodes are available: ...' (pods: one short name or several)."""
+    return f"{pods} {reason}: {message}" if message else f"{pods} {reason}"
+
+
+def pod_failure(pods: Sequence[Pod]) -> FailureDetail | None:
+    """Why a child failed, from its pods: the container that failed FIRST (a master that failed
+    because a worker died would hide the worker's cause; the leader goes first on a tie), and
+    whether a pod was disrupted. None where no pod says anything (e.g. deleted already)."""
+    ended = [(e.finished_at or "~", p.role not in LEADERS, p, e) for p in pods for e in p.ended]
+    disrupted = next((describe(p.short_name, *p.disruption) for p in pods if p.disruption is not None), None)
+    if not ended:
+        return FailureDetail(0, "Disrupted", disrupted, True, disrupted) if disrupted else None
+    _, _, pod, first = min(ended, key=lambda item: item[:2])
+    detail = read_report(first.exit_code, first.reason,
+                         first.message or f"{pod.short_name} exited with code {first.exit_code}")
+    return replace(detail, disruption=disrupted)
+
+
+def read_report(code: int, reason: str, text: str) -> FailureDetail:
+    """A container's exit: the trainer's JSON report if its message ends with one, else the message as
+    it is (a log tail), exit code 2 marking bad input."""
     try:
         report = json.loads(text.splitlines()[-1]) if text else None
     except ValueError:

@@ -12,11 +12,11 @@ import os
 import queue
 import threading
 import time
-from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
 from kubernetes import client
 
+from .clock import utc_now
 from .events import Event
 from .kube import describe_error
 
@@ -67,8 +67,7 @@ class EventPoster:
             q.put(None)
 
     def post(self, ref: Mapping[str, Any], event: Event) -> None:
-        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        body = event_body(ref, event, now, self.instance)
+        body = event_body(ref, event, utc_now(), self.instance)
         self._queues[hash(ref["metadata"]["uid"]) % len(self._queues)].put(body)
 
     def _run(self, q: queue.Queue[dict[str, Any] | None]) -> None:

@@ -4,8 +4,10 @@ The order matters for idempotency: the status write claims the attempt numbers a
 refused if the object changed since it was read. Nothing else happens after a refused write;
 the pass starts again from the current version.
 
-A job being deleted gets the other kind of pass: everything it owns is deleted, then our
-finalizer comes off and the API server lets the job go.
+Deleting a job is the garbage collector's work (everything the operator creates carries a
+controller ownerReference to the job). A job that still carries the finalizer of an earlier
+operator version gets the other kind of pass: what it owns is deleted, then the finalizer comes off
+and the API server lets the job go.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import time
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import datetime, timezone
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from kubernetes.client.exceptions import ApiException
@@ -25,26 +26,31 @@ from kubernetes.client.exceptions import ApiException
 from . import metrics
 from .api import RLHFJobStatus
 from .builders import build_child, build_config_map, build_pvc, claim_for
-from .decide import (AddFinalizer, CreateChild, Decision, DeleteChild, SuspendChild, attempt_creation_failed, decide,
-                     failures_to_explain, missing_children, unreadable)
+from .clock import utc_now
+from .decide import (CreateChild, Decision, DeleteChild, SuspendChild, attempt_creation_failed, creation_waiting,
+                     decide, failures_to_explain, missing_children, unreadable)
 from .events import Event, stage_transitions
 from .freshness import Freshness
 from .job import InvalidSpec, Job
-from .kube import ForeignObject, Kube, StaleObject
+from .kube import ForeignObject, Kube, LeftBehind, StaleObject, is_quota_refusal
 from .names import CHILD_KINDS, FINALIZER, child_name
-from .observe import Child
+from .observe import Child, Pod
 
 log = logging.getLogger(__name__)
 CONFLICT_RETRIES = 3
 REMEMBERED_DELETIONS = 10_000
 # Refusals to create a child that the API server would repeat: the attempt fails instead. (413:
-# too large; validate.problems keeps that from happening, this is the fallback.)
+# too large; validate.problems keeps that from happening, this is the fallback.) A 403 from a full
+# ResourceQuota is the exception: it is waited out (CreationWaits).
 PERMANENT = (400, 403, 404, 413, 422)
 PostEvent = Callable[[Mapping[str, Any], Event], None]
+Pods = Callable[[], Sequence[Pod]]
 
 
-def now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+class CreationWaits(RuntimeError):
+    """A child could not be created yet, for a reason that passes (a full quota, a name still held by
+    the child of a deleted job of the same name): the stage says so, and the work queue passes the
+    job again after a growing delay."""
 
 
 def status_patch(status: RLHFJobStatus) -> dict[str, Any]:
@@ -56,7 +62,7 @@ def status_patch(status: RLHFJobStatus) -> dict[str, Any]:
 
 
 class Reconciler:
-    def __init__(self, kube: Kube, post_event: PostEvent, clock: Callable[[], str] = now):
+    def __init__(self, kube: Kube, post_event: PostEvent, clock: Callable[[], str] = utc_now):
         self.kube = kube
         self.post_event = post_event
         self.clock = clock
@@ -79,29 +85,31 @@ class Reconciler:
         version one of our writes was based on (see Freshness)."""
         return not self.freshness.already_handled(body)
 
-    def reconcile(self, body: Mapping[str, Any], children: Callable[[], Sequence[Child]], trigger: str) -> None:
-        """One level-triggered pass over an RLHFJob and its children, as observed once its lock is
-        held. Raises what the API server raised (the caller retries the job later)."""
+    def reconcile(self, body: Mapping[str, Any], children: Callable[[], Sequence[Child]], trigger: str,
+                  pods: Pods = lambda: ()) -> float | None:
+        """One level-triggered pass over an RLHFJob and its children (and their pods), as observed
+        once its lock is held. Returns in how many seconds a deadline passes, if one does before the
+        next resync. Raises what the API server raised (the caller retries the job later)."""
         uid = body["metadata"]["uid"]
         with self._serialized(uid):
             if uid in self._deleted or (trigger == "rlhfjob" and self.freshness.already_handled(body)):
-                return  # gone, or only marked by an echo of our own write
+                return None  # gone, or only marked by an echo of our own write
             with self._measured(trigger):
-                self._retrying(self.freshness.freshest(body), children)
+                return self._retrying(self.freshness.freshest(body), children, pods)
 
-    def _retrying(self, body: Mapping[str, Any] | None, children: Callable[[], Sequence[Child]]) -> None:
+    def _retrying(self, body: Mapping[str, Any] | None, children: Callable[[], Sequence[Child]],
+                  pods: Pods) -> float | None:
         """A pass; if a write is refused (the job changed meanwhile, e.g. a user's edit), again at
         once from the current version rather than waiting for an event. Raises StaleObject when
         refused every time (the caller retries the job later)."""
         for _ in range(CONFLICT_RETRIES):
             if body is None:
-                return
+                return None
             try:
                 if body["metadata"].get("deletionTimestamp"):
                     self._finalize(body)
-                else:
-                    self._pass(body, children())
-                return
+                    return None
+                return self._pass(body, children(), pods())
             except StaleObject:
                 metrics.STATUS_CONFLICTS.inc()
                 body = self.kube.get_job(body["metadata"]["namespace"], body["metadata"]["name"])
@@ -109,10 +117,12 @@ class Reconciler:
             self.freshness.refused(body["metadata"]["uid"])
             raise StaleObject(f"RLHFJob {body['metadata']['namespace']}/{body['metadata']['name']} changed "
                               f"{CONFLICT_RETRIES} times during one pass")
+        return None
 
     def _finalize(self, body: Mapping[str, Any]) -> None:
-        """The job is being deleted: delete what it owns (needed where no garbage collector runs),
-        then remove our finalizer. Both are safe to repeat; StaleObject if the job changed."""
+        """The job is being deleted. If it carries the finalizer an earlier operator version put on
+        every job, delete what it owns (as that version promised) and remove the finalizer. Both
+        are safe to repeat; StaleObject if the job changed."""
         meta = body["metadata"]
         namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
         if FINALIZER in (meta.get("finalizers") or ()):
@@ -125,24 +135,25 @@ class Reconciler:
                 self._deleted.popitem(last=False)
         self.forget(uid)
 
-    def _pass(self, body: Mapping[str, Any], children: Sequence[Child]) -> None:
+    def _pass(self, body: Mapping[str, Any], children: Sequence[Child], pods: Sequence[Pod]) -> float | None:
         try:
             job = Job.from_body(body)
         except InvalidSpec as error:
             self._unreadable(body, error)
-            return
-        decision = decide(job, self._explained(job, children), self.clock())
+            return None
+        decision = decide(job, self._explained(job, children), self.clock(), pods)
         resource_version = body["metadata"]["resourceVersion"]
         if decision.status != job.status:
             patch = status_patch(decision.status)
             resource_version = self.kube.patch_status(job.namespace, job.name, resource_version, patch)
             if resource_version is None:
-                return  # the job is gone
+                return None  # the job is gone
             self.freshness.wrote(body, resource_version, patch)
             self._record(job, job.status, decision)
         self.freshness.settled(job.uid)
         self.phases.set(job.uid, decision.status.phase)
-        self._act(job, decision, body, resource_version)
+        self._act(job, decision, resource_version)
+        return decision.recheck_in
 
     def _unreadable(self, body: Mapping[str, Any], error: InvalidSpec) -> None:
         """A job that does not parse: say so in its status (once) and do nothing else. Retrying
@@ -187,27 +198,23 @@ class Reconciler:
             log.info("RLHFJob %s/%s: %s: %s", job.namespace, job.name, event.reason, event.message)
             self.post_event(_ref(job.namespace, job.name, job.uid), event)
 
-    def _act(self, job: Job, decision: Decision, body: Mapping[str, Any], resource_version: str) -> None:
+    def _act(self, job: Job, decision: Decision, resource_version: str) -> None:
         for action in decision.actions:
-            if isinstance(action, AddFinalizer):
-                # Refused (StaleObject): the pass starts again from the current version.
-                resource_version = self.kube.add_finalizer(job.namespace, job.name, resource_version, job.finalizers)
-                if resource_version is None:
-                    return
-            elif isinstance(action, CreateChild):
+            if isinstance(action, CreateChild):
                 if not self._still_missing(job, action):
                     continue
-                failure = self._create_child(job, action)
-                if failure is not None:
-                    self._creation_failed(job, decision.status, action, failure, resource_version)
+                refused = self._create_child(job, action)
+                if refused is not None:
+                    self._creation_refused(job, decision.status, action, *refused, resource_version)
             elif isinstance(action, DeleteChild):
                 self.kube.delete_child(action.kind, job.namespace, action.name)
             elif isinstance(action, SuspendChild):
                 self.kube.suspend_child(action.kind, job.namespace, action.name, action.suspend)
 
-    def _create_child(self, job: Job, action: CreateChild) -> tuple[str, str] | None:
-        """Create the child (and what it mounts). A refusal the API server will repeat is
-        returned as (reason, message) so the attempt fails visibly instead of looping."""
+    def _create_child(self, job: Job, action: CreateChild) -> tuple[str, str, bool] | None:
+        """Create the child (and what it mounts). A refusal is returned as (reason, message, waits):
+        one that passes is waited for, one the API server would repeat fails the attempt visibly
+        instead of looping."""
         try:
             pvc = build_pvc(job)
             if pvc is not None:
@@ -220,11 +227,15 @@ class Reconciler:
                 metrics.CHILDREN_CREATED.labels(kind=child["kind"]).inc()
                 log.info("Created %s %s/%s", child["kind"], job.namespace, child["metadata"]["name"])
         except ForeignObject as error:
-            return "ChildNameTaken", str(error)
+            return "ChildNameTaken", str(error), False
+        except LeftBehind as error:
+            return "NameInUse", str(error), True
         except ApiException as error:
+            if is_quota_refusal(error):
+                return "QuotaExceeded", _api_message(error), True
             if error.status in PERMANENT:
                 hint = f" (is the Kubeflow API for launcher {job.spec.launcher} installed?)" if error.status == 404 else ""
-                return "ChildCreationFailed", f"{error.status} {error.reason}: {_api_message(error)}{hint}"
+                return "ChildCreationFailed", f"{error.status} {error.reason}: {_api_message(error)}{hint}", False
             raise
         return None
 
@@ -251,12 +262,19 @@ class Reconciler:
         created.add(key)
         return new
 
-    def _creation_failed(self, job: Job, status: RLHFJobStatus, action: CreateChild,
-                         failure: tuple[str, str], resource_version: str) -> None:
-        decision = attempt_creation_failed(job, status, action.stage, *failure, self.clock())
-        # Refused (StaleObject): the pass starts again from the current version, creation included.
-        if self.kube.patch_status(job.namespace, job.name, resource_version, status_patch(decision.status)):
+    def _creation_refused(self, job: Job, status: RLHFJobStatus, action: CreateChild, reason: str, message: str,
+                          waits: bool, resource_version: str) -> None:
+        """Say so in the stage: a failed attempt, or (`waits`) a wait, after which CreationWaits
+        makes the work queue pass the job again with a growing delay. Refused (StaleObject): the
+        pass starts again from the current version, creation included."""
+        now = self.clock()
+        decide_ = creation_waiting if waits else attempt_creation_failed
+        decision = decide_(job, status, action.stage, reason, message, now)
+        if decision.status != status and self.kube.patch_status(job.namespace, job.name, resource_version,
+                                                                status_patch(decision.status)):
             self._record(job, status, decision)
+        if waits:
+            raise CreationWaits(f"RLHFJob {job.namespace}/{job.name}: stage {action.stage}: {reason}: {message}")
 
     @contextmanager
     def _serialized(self, uid: str) -> Iterator[None]:

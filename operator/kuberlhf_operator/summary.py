@@ -27,36 +27,60 @@ def message_of(phase: Phase, job: Job, stages: list[StageStatus]) -> str:
         return f"stage {failed.name} failed: {failed.message or failed.reason}"
     if phase == "Succeeded":
         return f"all stages succeeded; checkpoints in {job.output_dir} on claim {claim_for(job)}"
-    active = [f"{s.name} {s.state.lower()} (attempt {s.attempt})" for s in stages if s.state in ACTIVE_STATES]
+    active = [_active(s) for s in stages if s.state in ACTIVE_STATES]
     if phase == "Suspended":
         return "suspended" + (f"; {', '.join(active)}" if active else "")
     return ", ".join(active) if active else "waiting to start"
 
 
+def _active(stage: StageStatus) -> str:
+    """'sft starting (attempt 1)', with why it waits or why the last attempt ended, if anything."""
+    text = f"{stage.name} {stage.state.lower()} (attempt {stage.attempt})"
+    plain = stage.state != "Starting" or stage.reason == "Starting" or not stage.message
+    return text if plain else f"{text}: {stage.message}"
+
+
 def summarize(job: Job, status: RLHFJobStatus, now: str) -> None:
     selected = [s for s in status.stages if s.name in job.selected_stages]
+    active = [s for s in selected if s.state in ACTIVE_STATES]
     phase = phase_of(job, selected)
     status.phase = phase
-    status.stage = ",".join(s.name for s in selected if s.state in ACTIVE_STATES)
+    status.stage = ",".join(s.name for s in active)
+    status.stage_state = ",".join(s.state for s in active)
+    status.attempt = ",".join(str(s.attempt) for s in active)
+    status.progress = progress_of(selected)
     status.message = message_of(phase, job, selected)
     status.observed_generation = job.generation
     started = [s.start_time for s in selected if s.start_time]
     status.start_time = status.start_time or (min(started) if started else None)
     terminal = phase in ("Succeeded", "Failed")
     status.completion_time = (status.completion_time or now) if terminal else None
-    _set_conditions(job, status, now)
-
-
-def _set_conditions(job: Job, status: RLHFJobStatus, now: str) -> None:
-    phase, gen, msg = status.phase, job.generation, status.message
     failed = next((s for s in status.stages if s.state == "Failed"), None)
-    set_condition(status, "Running", phase == "Running", "StagesRunning" if phase == "Running" else phase,
-                  msg if phase == "Running" else "", now, gen)
-    set_condition(status, "Suspended", phase == "Suspended",
-                  "SuspendedByUser" if phase == "Suspended" else "NotSuspended",
-                  msg if phase == "Suspended" else "", now, gen)
-    set_condition(status, "Succeeded", phase == "Succeeded",
-                  "AllStagesSucceeded" if phase == "Succeeded" else "NotSucceeded",
-                  msg if phase == "Succeeded" else "", now, gen)
-    reason = "NotFailed" if failed is None else (INVALID_SPEC if failed.reason == INVALID_SPEC else "StageFailed")
-    set_condition(status, "Failed", failed is not None, reason, msg if failed else "", now, gen)
+    reason = INVALID_SPEC if failed is not None and failed.reason == INVALID_SPEC else "StageFailed"
+    set_phase_conditions(status, reason, now, job.generation)
+
+
+def progress_of(selected: list[StageStatus]) -> str:
+    """'k/n': the latest stage that started is the k-th of the n selected ones ('0/n' before any)."""
+    started = [i for i, s in enumerate(selected, 1) if s.state not in ("Pending", "Skipped")]
+    return f"{max(started, default=0)}/{len(selected)}"
+
+
+def set_phase_conditions(status: RLHFJobStatus, failure_reason: str, now: str, generation: int) -> None:
+    """Every condition, from status.phase and status.message: the phase's own (Running, Suspended,
+    Succeeded, Failed) and the three kstatus reads (Argo CD, Flux, kpt): Reconciling while the
+    stages run, Stalled once failed, Ready once succeeded; `failure_reason` names why it failed."""
+    phase, msg, gen = status.phase, status.message, generation
+    reason = {"Running": "StagesRunning", "Failed": failure_reason, "Succeeded": "AllStagesSucceeded",
+              "Suspended": "SuspendedByUser", "Pending": "Pending"}[phase]
+    for type_, true, otherwise in (
+        ("Ready", phase == "Succeeded", phase),
+        ("Reconciling", phase in ("Pending", "Running"), phase),
+        ("Stalled", phase == "Failed", "NotStalled"),
+        ("Running", phase == "Running", phase),
+        ("Suspended", phase == "Suspended", "NotSuspended"),
+        ("Succeeded", phase == "Succeeded", "NotSucceeded"),
+        ("Failed", phase == "Failed", "NotFailed"),
+    ):
+        shown = true or type_ == "Ready"  # Ready says why not, too
+        set_condition(status, type_, true, reason if true else otherwise, msg if shown else "", now, gen)

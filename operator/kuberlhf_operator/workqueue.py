@@ -10,7 +10,8 @@ threads runs the passes. As in controller-runtime's workqueue:
 - a failed pass (an API error, the API server restarting, a conflict retried too often) is
   retried after 0.5 s, 1 s, 2 s, ... (at most `Backoff.cap`);
 - every job is passed again once per `interval` after its last pass (the level-triggered
-  resync), so that a missed event or a lost watch costs at most that.
+  resync), so that a missed event or a lost watch costs at most that; sooner when the pass says
+  a deadline passes before then (a stage's pods that must run by a given time).
 
 One queue serves every job, instead of a `kopf.timer` per job: kopf puts a finalizer and
 bookkeeping annotations on every object a timer serves, PATCH requests that also collide with
@@ -38,6 +39,15 @@ URGENT, NORMAL, IDLE = 0, 1, 2
 class Mark:
     priority: int
     triggers: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Passed:
+    """How a pass ended: whether the job still exists, and whether a deadline passes before the
+    next resync (then the job is passed again that much sooner)."""
+
+    exists: bool = True
+    again_in: float | None = None
 
 
 @dataclass(frozen=True)
@@ -106,8 +116,9 @@ class WorkQueue:
                 self._cond.wait(timeout=None if wait is None else max(wait, 0.0))
             return None
 
-    def done(self, key: Key, ok: bool, exists: bool = True) -> float | None:
-        """The pass over `key` ended. Returns the delay before a retry when it failed."""
+    def done(self, key: Key, ok: bool, exists: bool = True, again_in: float | None = None) -> float | None:
+        """The pass over `key` ended. Returns the delay before a retry when it failed. `again_in`:
+        a successful pass wants the next one sooner than the resync interval."""
         with self._cond:
             self._running.discard(key)
             delay = None
@@ -117,6 +128,9 @@ class WorkQueue:
             elif ok:
                 self._failures.pop(key, None)
                 self._schedule(key, self.interval, periodic=True)
+                if again_in is not None and again_in < self.interval:
+                    # Its own entry: a later pass moves the resync, never this.
+                    self._schedule(key, again_in, periodic=False)
             else:
                 failures = self._failures[key] = self._failures.get(key, 0) + 1
                 delay = self.backoff.delay(failures, self._rng)
@@ -152,21 +166,21 @@ class WorkQueue:
             self._add(key, IDLE, "resync")
 
 
-def start_workers(queue: WorkQueue, run_pass: Callable[[Key, frozenset[str]], bool], threads: int,
+def start_workers(queue: WorkQueue, run_pass: Callable[[Key, frozenset[str]], Passed], threads: int,
                   on_failure: Callable[[Key, BaseException, float], None]) -> list[threading.Thread]:
-    """`threads` daemon threads taking jobs from `queue`. `run_pass(key, triggers)` returns
-    whether the job still exists. Each thread runs in a copy of the caller's context (kopf's
-    event posting needs the context its own handlers run in)."""
+    """`threads` daemon threads taking jobs from `queue`. `run_pass(key, triggers)` says how the
+    pass ended. Each thread runs in a copy of the caller's context (kopf's event posting needs the
+    context its own handlers run in)."""
 
     def work() -> None:
         while (item := queue.get()) is not None:
             key, triggers = item
             try:
-                exists = run_pass(key, triggers)
+                passed = run_pass(key, triggers)
             except Exception as error:  # noqa: BLE001 - every failure is retried the same way
                 on_failure(key, error, queue.done(key, ok=False) or 0.0)
             else:
-                queue.done(key, ok=True, exists=exists)
+                queue.done(key, ok=True, exists=passed.exists, again_in=passed.again_in)
 
     out = []
     for i in range(threads):

@@ -118,6 +118,21 @@ CORPUS: list[Invalid] = [
     Invalid("unknown launcher", "type", with_("launcher", "slurm"), "spec.launcher",
             expect='spec.launcher: Unsupported value: "slurm"'),
     Invalid("pods as root", "type", with_("securityContext", {"runAsUser": 0}), "spec.securityContext.runAsUser"),
+    Invalid("start deadline of zero", "type", with_("stages.sft", {**CPU, "startDeadlineSeconds": 0}),
+            "spec.stages.sft.startDeadlineSeconds"),
+    Invalid("image pull deadline is a string", "type", with_("stages.sft", {**CPU, "imagePullDeadlineSeconds": "5m"}),
+            "spec.stages.sft.imagePullDeadlineSeconds"),
+    Invalid("disruption limit above 100", "type", with_("stages.ppo", {**CPU, "disruptionLimit": 101}),
+            "spec.stages.ppo.disruptionLimit"),
+    Invalid("grace period too short for a checkpoint", "type",
+            with_("stages.ppo", {**CPU, "terminationGracePeriodSeconds": 5}), "spec.stages.ppo.terminationGracePeriodSeconds"),
+    Invalid("active deadline of zero", "type", with_("stages.reward", {**CPU, "activeDeadlineSeconds": 0}),
+            "spec.stages.reward.activeDeadlineSeconds"),
+    Invalid("unknown node affinity operator", "type",
+            with_("affinity", {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "gpu", "operator": "Like", "values": ["a100"]}]}]}}}),
+            "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0]"
+            ".matchExpressions[0].operator"),
 
     # -- missing required fields -----------------------------------------------------------
     Invalid("no image", "missing", job(image=_DROP), "spec.image", expect="spec.image: Required value"),
@@ -148,6 +163,8 @@ CORPUS: list[Invalid] = [
             expect='unknown field "spec.stages.critic"'),
     Invalid("misspelt claim template field", "unknown field", with_("storage", _template(storageClass="ssd")),
             "spec.storage.claimTemplate.storageClass", expect='unknown field "spec.storage.claimTemplate.storageClass"'),
+    Invalid("misspelt affinity field", "unknown field", with_("affinity", {"nodeAfinity": {}}),
+            "spec.affinity.nodeAfinity", expect='unknown field "spec.affinity.nodeAfinity"'),
 
     # -- impossible stage, resource and launcher combinations ------------------------------
     Invalid("zero nodes", "combination", with_("stages.sft", {**CPU, "nodes": 0}), "spec.stages.sft.nodes"),
@@ -207,6 +224,21 @@ CORPUS: list[Invalid] = [
             _toleration(key="gpu", effect="NoSchedule", tolerationSeconds=60), "spec.tolerations[0].tolerationSeconds"),
     Invalid("toleration of every taint without Exists", "combination", _toleration(effect="NoSchedule"),
             "spec.tolerations[0].operator"),
+    Invalid("node affinity In without values", "combination",
+            with_("affinity", {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "gpu", "operator": "In"}]}]}}}),
+            "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0]"
+            ".matchExpressions[0].values"),
+    Invalid("pod anti-affinity without a topology key", "combination",
+            with_("affinity", {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                {"labelSelector": {"matchLabels": {"team": "nlp"}}}]}}),
+            "spec.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].topologyKey",
+            expect="spec.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].topologyKey: "
+                   "Required value"),
+    Invalid("pod label the operator sets", "combination", with_("podLabels", {"kuberlhf.io/stage": "ppo"}),
+            "spec.podLabels"),
+    Invalid("launcher with GPUs", "combination",
+            _mpijob(launcherResources={"limits": {"nvidia.com/gpu": 1}}), "spec.mpi.launcherResources.limits"),
 
     # -- names the operator derives child objects from --------------------------------------
     Invalid("name of 41 characters", "name", manifest("a" * 41), "metadata.name",
@@ -286,6 +318,14 @@ CORPUS: list[Invalid] = [
             "spec.tolerations[0].key"),
     Invalid("priority class with spaces", "hostile", with_("priorityClassName", "High Priority"),
             "spec.priorityClassName"),
+    Invalid("scheduler name with a command", "hostile", with_("schedulerName", "volcano; reboot"),
+            "spec.schedulerName"),
+    Invalid("pod label value with a space", "hostile", with_("podLabels", {"team": "nlp research"}),
+            "spec.podLabels.team"),
+    Invalid("pod annotation key with a space", "hostile", with_("podAnnotations", {"my note": "x"}),
+            "spec.podAnnotations"),
+    Invalid("pod annotation of 5000 characters", "hostile", with_("podAnnotations", {"note": "n" * 5000}),
+            "spec.podAnnotations.note"),
     Invalid("secret key with a slash", "hostile", with_("hubTokenSecret", {"name": "hf", "key": "../token"}),
             "spec.hubTokenSecret.key"),
     Invalid("pull secret name with a space", "hostile", with_("imagePullSecrets", [{"name": "my secret"}]),

@@ -12,7 +12,10 @@ launcher:
   processes, so the image needs OpenMPI, an SSH server and mpi4py. Processes started over SSH
   do not inherit the worker pod's environment, so the launcher forwards each trainer
   variable by name with `mpirun -x NAME` (names only: the hub token's value never appears on
-  a command line).
+  a command line). The trainer's failure report would be lost on the workers (their sshd never
+  exits, and mpi-operator neither reads nor keeps them): each rank also writes it to a folder of
+  the attempt on the shared storage, and the launcher copies the first one written into its own
+  termination log, where the operator reads it.
 
 Both use restartPolicy Never and backoffLimit 0: a failed pod fails the child, and the retry
 is a new child attempt that the RLHFJob counts against the stage's retryLimit.
@@ -28,6 +31,15 @@ from . import pod
 
 MPI_HOSTFILE = "/etc/mpi/hostfile"
 RUN_POLICY = {"cleanPodPolicy": "Running", "backoffLimit": 0}
+# The launcher's shell: run "$@" (DeepSpeed's launcher, mpirun underneath); if it failed, copy the
+# earliest report a rank wrote into the launcher's termination log; exit with mpirun's code.
+# Without a report the termination log stays empty and the kubelet takes the log's tail instead.
+LAUNCHER_SCRIPT = (
+    f'"$@"; code=$?; if [ "$code" -ne 0 ]; then '
+    f'report=$(ls -1tr "${pod.REPORT_DIR_ENV}"/*.json 2>/dev/null | head -n 1); '
+    f'if [ -n "$report" ]; then cp "$report" "$KUBERLHF_TERMINATION_LOG"; fi; '
+    f'fi; exit "$code"'
+)
 
 
 class ChildNameTooLong(ValueError):
@@ -50,7 +62,7 @@ def build_pytorchjob(job: Job, stage: str, attempt: int, config_map: str, claim:
     procs = spec.processes
     command = ["torchrun", f"--nnodes={spec.nodes}", f"--nproc-per-node={procs}",
                "-m", "kuberlhf_trainer", *pod.trainer_args(job, stage, overwrite)]
-    trainer = pod.container(job, "pytorch", command, resources_=pod.resources(spec, spec.gpus_per_node),
+    trainer = pod.container(job, "pytorch", command, resources_=pod.resources(spec.resources, spec.gpus_per_node),
                             training=True)
     template = pod.pod_template(job, stage, attempt, [trainer], pod.volumes(job, spec, config_map, claim))
     replicas = {"Master": {"replicas": 1, "restartPolicy": "Never", "template": template}}
@@ -61,12 +73,17 @@ def build_pytorchjob(job: Job, stage: str, attempt: int, config_map: str, claim:
         "apiVersion": api_version,
         "kind": kind,
         "metadata": child_metadata(job, stage, attempt),
-        "spec": {"runPolicy": dict(RUN_POLICY), "nprocPerNode": str(procs), "pytorchReplicaSpecs": replicas},
+        "spec": {"runPolicy": run_policy(job, stage), "nprocPerNode": str(procs), "pytorchReplicaSpecs": replicas},
     }
 
 
-def deepspeed_command(job: Job, stage: str, name: str, overwrite: bool) -> list[str]:
-    forwarded = [e["name"] for e in pod.trainer_env(job)]
+def run_policy(job: Job, stage: str) -> dict[str, Any]:
+    deadline = job.spec.stages.of(stage).active_deadline_seconds
+    return {**RUN_POLICY, **({"activeDeadlineSeconds": deadline} if deadline else {})}
+
+
+def deepspeed_command(job: Job, stage: str, name: str, overwrite: bool, reports: str) -> list[str]:
+    forwarded = [e["name"] for e in pod.trainer_env(job, reports)]
     return [
         "deepspeed",
         f"--hostfile={MPI_HOSTFILE}",
@@ -83,14 +100,26 @@ def deepspeed_command(job: Job, stage: str, name: str, overwrite: bool) -> list[
     ]
 
 
+def launcher_command(job: Job, stage: str, name: str, overwrite: bool, reports: str) -> list[str]:
+    """DeepSpeed's launcher under a shell that hands on the ranks' failure report (LAUNCHER_SCRIPT).
+    The arguments stay separate words ("$@"): nothing of the spec is parsed by the shell."""
+    return ["/bin/sh", "-c", LAUNCHER_SCRIPT, "kuberlhf-launcher",
+            *deepspeed_command(job, stage, name, overwrite, reports)]
+
+
 def build_mpijob(job: Job, stage: str, attempt: int, config_map: str, claim: str,
                  overwrite: bool = False) -> dict[str, Any]:
     spec = job.spec.stages.of(stage)
     metadata = child_metadata(job, stage, attempt)
-    launcher = pod.container(job, "launcher", deepspeed_command(job, stage, metadata["name"], overwrite),
-                             resources_={}, training=False)
+    reports = pod.report_dir(job, stage, attempt)
+    launcher = pod.container(job, "launcher", launcher_command(job, stage, metadata["name"], overwrite, reports),
+                             resources_=pod.resources(job.spec.mpi.launcher_resources, 0), training=False,
+                             reports=reports)
+    # The launcher reads the ranks' reports from the storage, and writes nothing there.
+    launcher["volumeMounts"] = [{"name": "storage", "mountPath": job.spec.storage.mount_path, "readOnly": True}]
     worker = pod.container(job, "worker", list(job.spec.mpi.sshd_command),
-                           resources_=pod.resources(spec, spec.gpus_per_node), training=True)
+                           resources_=pod.resources(spec.resources, spec.gpus_per_node), training=True,
+                           reports=reports)
     api_version, kind, _ = CHILD_KINDS["mpijob"]
     return {
         "apiVersion": api_version,
@@ -102,10 +131,11 @@ def build_mpijob(job: Job, stage: str, attempt: int, config_map: str, claim: str
             "sshAuthMountPath": job.spec.mpi.ssh_auth_mount_path,
             "launcherCreationPolicy": "WaitForWorkersReady",
             "mpiImplementation": "OpenMPI",
-            "runPolicy": dict(RUN_POLICY),
+            "runPolicy": run_policy(job, stage),
             "mpiReplicaSpecs": {
                 "Launcher": {"replicas": 1, "restartPolicy": "Never",
-                             "template": pod.pod_template(job, stage, attempt, [launcher], [])},
+                             "template": pod.pod_template(job, stage, attempt, [launcher],
+                                                          [pod.storage_volume(claim)])},
                 "Worker": {"replicas": spec.nodes, "restartPolicy": "Never",
                            "template": pod.pod_template(job, stage, attempt, [worker],
                                                         pod.volumes(job, spec, config_map, claim))},

@@ -9,13 +9,19 @@ What each choice protects against:
   the runtime's 64Mi default fails them.
 - `enableServiceLinks: false`: a namespace with many Services would otherwise inject
   thousands of variables into the trainer's environment.
+- `terminationGracePeriodSeconds` of the stage: the trainer saves a checkpoint on SIGTERM (a
+  drain, an eviction, a preemption), which takes longer than the default 30 s.
+
+Scheduling settings of the job (nodeSelector, tolerations, affinity, priorityClassName,
+schedulerName) and its podLabels and podAnnotations (Kueue's topology-aware scheduling reads
+annotations) go into every pod template of every stage, the MPIJob's launcher included.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..api import StageSpec
+from ..api import ResourceRequirements, StageSpec
 from ..job import Job
 from ..names import LABEL_COMPONENT, stage_labels
 
@@ -28,6 +34,9 @@ METRICS_PORT_NAME = "metrics"
 
 TERMINATION_LOG = "/dev/termination-log"
 METRICS_LINGER_SECONDS = 30
+REPORT_DIR_ENV = "KUBERLHF_REPORT_DIR"
+"""Where (on the shared storage) each rank also writes its failure report: under MPIJob the trainer
+runs on workers whose termination log nobody reads (see children.launcher_command)."""
 
 
 def trainer_args(job: Job, stage: str, overwrite: bool) -> list[str]:
@@ -44,13 +53,14 @@ def trainer_args(job: Job, stage: str, overwrite: bool) -> list[str]:
     return args
 
 
-def trainer_env(job: Job) -> list[dict[str, Any]]:
+def trainer_env(job: Job, report_dir: str | None = None) -> list[dict[str, Any]]:
     """The trainer's environment. The hub token is a reference: its value never leaves the Secret."""
     mount = job.spec.storage.mount_path.rstrip("/")
     env: list[dict[str, Any]] = [
         {"name": "PYTHONUNBUFFERED", "value": "1"},
         # Where the trainer writes why it failed; the operator shows it (see observe.FailureDetail).
         {"name": "KUBERLHF_TERMINATION_LOG", "value": TERMINATION_LOG},
+        *([{"name": REPORT_DIR_ENV, "value": report_dir}] if report_dir else []),
         # The `job` label of the trainer's Prometheus metrics.
         {"name": "KUBERLHF_JOB", "value": job.name},
         # One download cache per claim, shared by every stage and job that uses it.
@@ -63,9 +73,9 @@ def trainer_env(job: Job) -> list[dict[str, Any]]:
     return env
 
 
-def resources(stage: StageSpec, gpus: int) -> dict[str, Any]:
-    requests = dict(stage.resources.requests)
-    limits = dict(stage.resources.limits)
+def resources(wanted: ResourceRequirements, gpus: int) -> dict[str, Any]:
+    requests = dict(wanted.requests)
+    limits = dict(wanted.limits)
     if gpus:
         # Extended resources must have request == limit; setting both is explicit.
         requests[GPU_RESOURCE] = limits[GPU_RESOURCE] = gpus
@@ -77,15 +87,22 @@ def resources(stage: StageSpec, gpus: int) -> dict[str, Any]:
     return out
 
 
+def report_dir(job: Job, stage: str, attempt: int) -> str:
+    """One folder per attempt, so that an earlier attempt's report is never taken for this one's."""
+    return f"{job.output_dir}/.reports/{stage}-{attempt}"
+
+
 def container(
-    job: Job, name: str, command: list[str], *, resources_: dict[str, Any], training: bool
+    job: Job, name: str, command: list[str], *, resources_: dict[str, Any], training: bool,
+    reports: str | None = None,
 ) -> dict[str, Any]:
-    """A container of the trainer image; `training` ones mount config, storage and /dev/shm."""
+    """A container of the trainer image; `training` ones mount config, storage and /dev/shm.
+    `reports`: the folder of the attempt's failure reports (MPIJob only)."""
     out: dict[str, Any] = {
         "name": name,
         "image": job.spec.image,
         "command": command,
-        "env": trainer_env(job),
+        "env": trainer_env(job, reports),
         "resources": resources_,
         "terminationMessagePath": TERMINATION_LOG,
         # No report written (a crash): the log's tail becomes the message instead.
@@ -112,9 +129,13 @@ def container(
 def volumes(job: Job, stage: StageSpec, config_map: str, claim: str) -> list[dict[str, Any]]:
     return [
         {"name": "config", "configMap": {"name": config_map, "items": [{"key": CONFIG_KEY, "path": CONFIG_KEY}]}},
-        {"name": "storage", "persistentVolumeClaim": {"claimName": claim}},
+        storage_volume(claim),
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": stage.shm_size}},
     ]
+
+
+def storage_volume(claim: str) -> dict[str, Any]:
+    return {"name": "storage", "persistentVolumeClaim": {"claimName": claim}}
 
 
 def pod_template(
@@ -124,6 +145,7 @@ def pod_template(
     spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": job.spec.stages.of(stage).termination_grace_period_seconds,
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": security.run_as_user,
@@ -133,14 +155,30 @@ def pod_template(
         },
         "containers": containers,
         "volumes": volumes_,
+        **scheduling(job),
     }
-    if job.spec.node_selector:
-        spec["nodeSelector"] = dict(job.spec.node_selector)
-    if job.spec.tolerations:
-        spec["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in job.spec.tolerations]
-    if job.spec.priority_class_name:
-        spec["priorityClassName"] = job.spec.priority_class_name
     if job.spec.image_pull_secrets:
         spec["imagePullSecrets"] = [{"name": s.name} for s in job.spec.image_pull_secrets]
-    labels = {**stage_labels(job.name, stage, attempt), LABEL_COMPONENT: "trainer"}
-    return {"metadata": {"labels": labels}, "spec": spec}
+    # Ours last: the CRD refuses podLabels that would override them.
+    labels = {**job.spec.pod_labels, **stage_labels(job.name, stage, attempt), LABEL_COMPONENT: "trainer"}
+    metadata: dict[str, Any] = {"labels": labels}
+    if job.spec.pod_annotations:
+        metadata["annotations"] = dict(job.spec.pod_annotations)
+    return {"metadata": metadata, "spec": spec}
+
+
+def scheduling(job: Job) -> dict[str, Any]:
+    """Where and how the pods are scheduled: the job's settings, as pod spec fields (unset ones left out)."""
+    spec = job.spec
+    out: dict[str, Any] = {}
+    if spec.node_selector:
+        out["nodeSelector"] = dict(spec.node_selector)
+    if spec.tolerations:
+        out["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in spec.tolerations]
+    if spec.affinity is not None:
+        out["affinity"] = spec.affinity.model_dump(by_alias=True, exclude_none=True, exclude_defaults=True)
+    if spec.priority_class_name:
+        out["priorityClassName"] = spec.priority_class_name
+    if spec.scheduler_name:
+        out["schedulerName"] = spec.scheduler_name
+    return out

@@ -38,7 +38,15 @@ ROOT_RULES = [
 
 PRINTER_COLUMNS = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Phase of the job."},
+    {"name": "Progress", "type": "string", "jsonPath": ".status.progress",
+     "description": "Stage k of n: the latest stage that started, among those in config.steps."},
     {"name": "Stage", "type": "string", "jsonPath": ".status.stage", "description": "Stage(s) now active."},
+    {"name": "State", "type": "string", "jsonPath": ".status.stageState",
+     "description": "State of the active stage(s): Starting, Queued, Running, Suspended."},
+    {"name": "Attempt", "type": "string", "jsonPath": ".status.attempt", "description": "Attempt of the active stage(s)."},
+    {"name": "Started", "type": "date", "jsonPath": ".status.startTime", "description": "When the first stage started."},
+    {"name": "Completed", "type": "date", "jsonPath": ".status.completionTime",
+     "description": "When the job succeeded or failed."},
     {"name": "Launcher", "type": "string", "jsonPath": ".spec.launcher", "priority": 1,
      "description": "Kind of the child jobs."},
     {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1,

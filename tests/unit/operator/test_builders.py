@@ -99,18 +99,75 @@ def test_mpijob_launches_deepspeed_over_the_hostfile():
     assert child["spec"]["slotsPerWorker"] == 4 and child["spec"]["mpiImplementation"] == "OpenMPI"
     assert child["spec"]["mpiReplicaSpecs"]["Worker"]["replicas"] == 2
     launcher = _pod(child, "Launcher")["containers"][0]
-    command = launcher["command"]
+    command = launcher["command"][launcher["command"].index("deepspeed"):]
     assert command[:3] == ["deepspeed", "--hostfile=/etc/mpi/hostfile", "--launcher=openmpi"]
     assert "--force_multi" in command and "--master_addr=demo-sft-2-worker-0.demo-sft-2.team.svc" in command
     # SSH sessions do not inherit the pod's env: the launcher forwards names, never values.
     forwarded = next(a for a in command if a.startswith("--launcher_args="))
-    assert "-x HF_TOKEN" in forwarded and "-x HF_HOME" in forwarded
+    assert "-x HF_TOKEN" in forwarded and "-x HF_HOME" in forwarded and "-x KUBERLHF_REPORT_DIR" in forwarded
     assert command[command.index("--module"):][:4] == ["--module", "kuberlhf_trainer", "step", "sft"]
-    assert "resources" not in launcher or "nvidia.com/gpu" not in str(launcher["resources"])
+    assert "nvidia.com/gpu" not in str(launcher["resources"])
     worker = _pod(child, "Worker")["containers"][0]
     assert worker["command"][0] == "/usr/sbin/sshd"
     assert worker["resources"]["limits"]["nvidia.com/gpu"] == 4
-    assert _pod(child, "Launcher")["volumes"] == []
+
+
+def test_the_mpijob_launcher_hands_on_the_ranks_report_and_asks_for_resources():
+    job = make_job(spec={"launcher": "mpijob"})
+    child = build_child(job, "ppo", 3, "cfg", "claim-x")
+    launcher_pod = _pod(child, "Launcher")
+    launcher = launcher_pod["containers"][0]
+    assert launcher["command"][:2] == ["/bin/sh", "-c"] and launcher["command"][3:4] == ["kuberlhf-launcher"]
+    reports = "/mnt/kuberlhf/demo/.reports/ppo-3"  # one folder per attempt, on the shared storage
+    for container in (launcher, _pod(child, "Worker")["containers"][0]):
+        assert {"name": "KUBERLHF_REPORT_DIR", "value": reports} in container["env"]
+    assert launcher["volumeMounts"] == [{"name": "storage", "mountPath": "/mnt/kuberlhf", "readOnly": True}]
+    assert launcher_pod["volumes"] == [{"name": "storage", "persistentVolumeClaim": {"claimName": "claim-x"}}]
+    # Requests keep it from being evicted first and let it run where quotas require them.
+    assert launcher["resources"] == {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "2Gi"}}
+    custom = make_job(spec={"launcher": "mpijob", "mpi": {"launcherResources": {"requests": {"cpu": "250m"}}}})
+    assert _pod(build_child(custom, "sft", 1, "c", "c"), "Launcher")["containers"][0]["resources"] == {
+        "requests": {"cpu": "250m"}}
+    # PyTorchJob pods read their own termination log: no report folder.
+    assert "KUBERLHF_REPORT_DIR" not in str(build_pytorchjob(job, "sft", 1, "cfg", "claim"))
+
+
+def test_every_pod_template_gets_the_scheduling_settings_and_pod_metadata():
+    affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "gpu.example/class", "operator": "In", "values": ["h100"]}]}]}},
+        "podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 50, "podAffinityTerm": {
+            "topologyKey": "kubernetes.io/hostname",
+            "labelSelector": {"matchExpressions": [{"key": "team", "operator": "Exists"}]}}}]}}
+    annotations = {"kueue.x-k8s.io/podset-required-topology": "cloud.example/topology-block"}
+    for launcher in ("pytorchjob", "mpijob"):
+        job = make_job(spec={"launcher": launcher, "stages": {"sft": {"nodes": 2, "activeDeadlineSeconds": 7200}},
+                             "schedulerName": "volcano", "priorityClassName": "training", "affinity": affinity,
+                             "podLabels": {"team": "nlp"}, "podAnnotations": annotations})
+        child = build_child(job, "sft", 1, "cfg", "claim")
+        assert child["spec"]["runPolicy"]["activeDeadlineSeconds"] == 7200
+        for replica, spec in child["spec"]["pytorchReplicaSpecs" if launcher == "pytorchjob" else
+                                           "mpiReplicaSpecs"].items():
+            template = spec["template"]
+            where = f"{launcher} {replica}"
+            assert template["spec"]["schedulerName"] == "volcano", where
+            assert template["spec"]["priorityClassName"] == "training", where
+            assert template["spec"]["affinity"] == affinity, where
+            assert template["metadata"]["annotations"] == annotations, where
+            assert template["metadata"]["labels"]["team"] == "nlp", where
+            assert template["metadata"]["labels"][LABEL_STAGE] == "sft", where
+            assert template["spec"]["terminationGracePeriodSeconds"] == 300, where
+    plain = build_pytorchjob(make_job(), "sft", 1, "cfg", "claim")
+    assert "activeDeadlineSeconds" not in plain["spec"]["runPolicy"]
+    assert not {"affinity", "schedulerName"} & set(_pod(plain, "Master"))
+
+
+def test_the_grace_period_leaves_time_for_a_checkpoint_of_the_stages_size():
+    job = make_job()
+    grace = {stage: _pod(build_pytorchjob(job, stage, 1, "c", "c"), "Master")["terminationGracePeriodSeconds"]
+             for stage in ("sft", "reward", "ppo")}
+    assert grace == {"sft": 300, "reward": 300, "ppo": 600}  # PPO saves actor and critic
+    longer = make_job(spec={"stages": {"sft": {"terminationGracePeriodSeconds": 1800}}})
+    assert _pod(build_pytorchjob(longer, "sft", 1, "c", "c"), "Master")["terminationGracePeriodSeconds"] == 1800
 
 
 def test_config_map_holds_the_config_and_is_named_by_content():

@@ -88,11 +88,16 @@ def test_crd_metadata_for_kubectl(schema):
     crd = build_crd(trainer_config.json_schema())
     version = crd["spec"]["versions"][0]
     assert crd["spec"]["names"]["shortNames"] == ["rlhf"]
-    assert "all" in crd["spec"]["names"]["categories"]
+    # Not in "all": `kubectl delete all --all` must not take RLHFJobs with it.
+    assert crd["spec"]["names"]["categories"] == ["kuberlhf"]
     assert version["subresources"] == {"status": {}}
-    columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
-    assert columns["Phase"] == ".status.phase" and columns["Stage"] == ".status.stage"
-    assert columns["Age"] == ".metadata.creationTimestamp"
+    columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"] if not c.get("priority")}
+    assert columns == {"Phase": ".status.phase", "Progress": ".status.progress", "Stage": ".status.stage",
+                       "State": ".status.stageState", "Attempt": ".status.attempt", "Started": ".status.startTime",
+                       "Completed": ".status.completionTime", "Age": ".metadata.creationTimestamp"}
+    status = schema["properties"]["status"]["properties"]
+    assert all(c["jsonPath"].split(".")[-1] in status for c in version["additionalPrinterColumns"]
+               if c["jsonPath"].startswith(".status."))
     conditions = schema["properties"]["status"]["properties"]["conditions"]
     assert conditions["x-kubernetes-list-map-keys"] == ["type"]
     assert conditions["items"]["required"] == ["type", "status", "lastTransitionTime", "reason"]

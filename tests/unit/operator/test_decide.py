@@ -6,19 +6,19 @@ from dataclasses import replace
 
 import pytest
 
-from kuberlhf_operator.decide import (AddFinalizer, CreateChild, DeleteChild, SuspendChild, attempt_creation_failed, decide,
+from kuberlhf_operator.decide import (CreateChild, DeleteChild, SuspendChild, attempt_creation_failed, decide,
                                      failures_to_explain, missing_children)
 from kuberlhf_operator.job import Job
 from kuberlhf_operator.names import RESTART_ANNOTATION
-from kuberlhf_operator.observe import FailureDetail, child_state, pod_failure
+from kuberlhf_operator.observe import FailureDetail, child_state
 from rlhfjob_factories import NOW, child, job_body, make_job
 
 LATER = "2026-01-01T01:00:00Z"
 
 
-def run(job: Job, children=(), now: str = NOW):
+def run(job: Job, children=(), now: str = NOW, pods=()):
     """decide(), then feed its status back like the API server would, for the next pass."""
-    decision = decide(job, list(children), now)
+    decision = decide(job, list(children), now, pods)
     body = job_body(spec=job.spec.model_dump(by_alias=True), status=decision.status.model_dump(by_alias=True),
                     labels=dict(job.labels), annotations=dict(job.annotations))
     return decision, Job.from_body(body)
@@ -42,11 +42,11 @@ def test_a_new_job_starts_sft_only():
     assert "StageStarting" in reasons(decision)
 
 
-def test_the_finalizer_goes_on_the_job_before_its_first_child():
+def test_no_finalizer_holds_the_job_its_children_are_the_garbage_collectors():
     body = job_body()
     body["metadata"]["finalizers"] = []
     decision, job = run(Job.from_body(body))
-    assert decision.actions == [AddFinalizer(), CreateChild("sft", 1)]
+    assert decision.actions == [CreateChild("sft", 1)]  # and nothing that adds a finalizer
 
 
 def test_starting_stage_whose_child_is_not_seen_yet_asks_again_for_the_same_child():
@@ -78,6 +78,7 @@ def test_the_stages_run_in_order_and_the_job_succeeds():
     assert job.status.phase == "Succeeded" and job.status.stage == ""
     assert job.status.completion_time == LATER
     assert {c.type: c.status for c in job.status.conditions} == {
+        "Ready": "True", "Reconciling": "False", "Stalled": "False",
         "Running": "False", "Suspended": "False", "Succeeded": "True", "Failed": "False"}
     assert "Succeeded" in reasons(decision)
 
@@ -272,26 +273,6 @@ def test_terminal_conditions_win_over_stale_running_entries():
     assert child_state([{"type": "Created", "status": "True"}])[0] == "Starting"
     assert child_state([{"type": "Restarting", "status": "True"}])[0] == "Running"
     assert child_state([{"type": "Suspended", "status": "True"}, {"type": "Running", "status": "False"}])[0] == "Suspended"
-
-
-def _pod(role: str, code: int, message: str = "", reason: str = "Error") -> dict:
-    return {"metadata": {"labels": {"training.kubeflow.org/replica-type": role}},
-            "status": {"containerStatuses": [{"state": {"terminated": {
-                "exitCode": code, "reason": reason, "message": message}}}]}}
-
-
-def test_pod_failure_reads_the_trainers_report_from_the_master_first():
-    report = '{"reason": "InvalidConfig", "message": "ppo.kl_coef: must be >= 0", "retryable": false}'
-    pods = [_pod("worker", 137, reason="OOMKilled"), _pod("master", 1, "torchrun noise\n" + report)]
-    detail = pod_failure(pods)
-    assert detail == FailureDetail(1, "InvalidConfig", "ppo.kl_coef: must be >= 0", False)
-
-
-def test_pod_failure_without_a_report_keeps_the_log_tail_and_treats_exit_2_as_bad_input():
-    assert pod_failure([_pod("master", 2, "kuberlhf: config file not found")]) == FailureDetail(
-        2, "Error", "kuberlhf: config file not found", False)
-    assert pod_failure([_pod("master", 1, "Traceback ...")]).retryable is True
-    assert pod_failure([{"status": {"containerStatuses": [{"state": {"running": {}}}]}}]) is None
 
 
 # -- what the API server cannot check: objects that could not exist ---------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 
-from kuberlhf_operator.workqueue import Backoff, WorkQueue, start_workers
+from kuberlhf_operator.workqueue import Backoff, Passed, WorkQueue, start_workers
 
 
 class Clock:
@@ -85,6 +85,27 @@ def test_every_job_is_passed_again_one_interval_after_its_last_pass():
     assert drain(q) == [("a", {"resync"})]
 
 
+def test_a_deadline_before_the_resync_brings_the_next_pass_forward_and_later_passes_keep_it():
+    q, clock = queue(interval=60)
+    q.add("a", "rlhfjob")
+    key, _ = q.get(block=False)
+    q.done(key, ok=True, again_in=20)  # e.g. a stage's pods must run within 20 s
+    clock.now = 5
+    q.add("a", "child")
+    drain(q)  # a pass in between moves the resync, not the deadline's pass
+    clock.now = 19
+    assert drain(q) == []
+    clock.now = 20
+    assert drain(q) == [("a", {"resync"})]
+    q.add("a", "child")
+    key, _ = q.get(block=False)
+    q.done(key, ok=True, again_in=600)  # later than the resync: the resync comes first anyway
+    clock.now = 79
+    assert drain(q) == []
+    clock.now = 80
+    assert drain(q) == [("a", {"resync"})]
+
+
 def test_a_job_that_is_gone_is_not_resynced():
     q, clock = queue(interval=60)
     q.add("a", "rlhfjob")
@@ -103,7 +124,7 @@ def test_workers_retry_a_failing_pass_and_report_each_failure():
         if len(calls) < 3:
             raise ConnectionError("the API server is restarting")
         passed.set()
-        return True
+        return Passed()
 
     threads = start_workers(q, run_pass, threads=2, on_failure=lambda key, error, delay: failures.append(
         (key, type(error).__name__, delay)))

@@ -1,0 +1,83 @@
+"""Whether a stage attempt's pods are on their way, stuck, or out of time: a pure function of the
+child, its pods and the stage's settings.
+
+The Kubeflow operators say only so much: a PyTorchJob is Running once its Master pod runs, an
+MPIJob once its launcher and every worker run; until then the child has nothing but `Created`,
+whatever keeps its pods from running. The pods say why (the scheduler's verdict, a container
+waiting on its image or on a missing Secret), so the stage's message shows their reasons while it
+waits, and the attempt fails with them once `startDeadlineSeconds` has passed. Image pulls that
+cannot succeed fail sooner: InvalidImageName and ErrImageNeverPull at once (the same spec would
+fail the same way again, so without a retry), a pull that keeps failing after
+`imagePullDeadlineSeconds`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from .api import StageSpec
+from .clock import seconds_between
+from .observe import Child, Pod, describe
+
+START_DEADLINE = "StartDeadlineExceeded"
+IMAGE_PULL_FAILED = "ImagePullFailed"
+WAITING_FOR_PODS = "WaitingForPods"
+HOPELESS_IMAGE = ("InvalidImageName", "ErrImageNeverPull")
+PULL_FAILING = ("ErrImagePull", "ImagePullBackOff")
+SHOWN = 3  # pods named in a message; the rest are counted
+
+
+@dataclass(frozen=True)
+class StartCheck:
+    waiting: str = ""                         # the stage's message while it waits ("" : nothing to add)
+    failure: tuple[str, str] | None = None    # (reason, message): the attempt fails now
+    permanent: bool = False                   # ... and retrying cannot help
+    recheck_in: float | None = None           # seconds until a deadline passes, if nothing else happens
+
+
+def still_starting(child: Child, pods: Sequence[Pod]) -> bool:
+    """Not every pod runs yet: the child has not reported Running, or it has (a PyTorchJob's master
+    runs) while another of its pods is still pending (torchrun waits for every node)."""
+    return child.state == "Starting" or (child.state == "Running" and any(p.waiting for p in pods))
+
+
+def check_start(child: Child, pods: Sequence[Pod], spec: StageSpec, now: str) -> StartCheck:
+    """`pods` are the child's own. Decides on the first problem that ends the attempt, else says
+    what the pods wait for and when to look again."""
+    waiting = [p for p in pods if p.waiting is not None]
+    hopeless = [p for p in waiting if p.waiting[0] in HOPELESS_IMAGE]
+    if hopeless:
+        return StartCheck(failure=(IMAGE_PULL_FAILED, summary(hopeless)), permanent=True)
+    pulls = {p: seconds_between(p.scheduled_at, now) for p in waiting
+             if p.waiting[0] in PULL_FAILING and p.scheduled_at}
+    stuck = [p for p, seconds in pulls.items() if seconds >= spec.image_pull_deadline_seconds]
+    if stuck:
+        return StartCheck(failure=(IMAGE_PULL_FAILED, f"{summary(stuck)} (no image after "
+                                   f"{spec.image_pull_deadline_seconds} s: imagePullDeadlineSeconds)"))
+    elapsed = seconds_between(child.since, now) if child.since else 0.0
+    if elapsed >= spec.start_deadline_seconds:
+        why = summary(waiting) or (f"no pod was created; the {child.kind}'s events say why (e.g. a quota)"
+                                   if not pods else "its pods are not all running")
+        return StartCheck(failure=(START_DEADLINE, f"pods not running after {spec.start_deadline_seconds} s "
+                                                   f"(startDeadlineSeconds): {why}"))
+    deadlines = [spec.start_deadline_seconds - elapsed,
+                 *(spec.image_pull_deadline_seconds - seconds for seconds in pulls.values())]
+    return StartCheck(waiting=f"waiting for pods: {summary(waiting)}" if waiting else "",
+                      recheck_in=max(min(deadlines), 1.0))
+
+
+def summary(pods: Sequence[Pod]) -> str:
+    """'master-0 Unschedulable: 0/3 nodes ...; worker-0, worker-1 ImagePullBackOff: ...': pods that
+    wait for the same reason and message are named together."""
+    groups: dict[tuple[str, str], list[Pod]] = {}
+    for pod in sorted(pods, key=lambda p: p.name):
+        groups.setdefault(pod.waiting or ("", ""), []).append(pod)
+    parts = []
+    for (reason, message), members in list(groups.items())[:SHOWN]:
+        names = ", ".join(p.short_name for p in members[:SHOWN]) + (
+            f" and {len(members) - SHOWN} more" if len(members) > SHOWN else "")
+        parts.append(describe(names, reason, message))
+    if len(groups) > SHOWN:
+        parts.append(f"{len(groups) - SHOWN} more reasons")
+    return "; ".join(parts)
