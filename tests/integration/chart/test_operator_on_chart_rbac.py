@@ -59,7 +59,11 @@ def test_the_operator_runs_every_stage_on_the_charts_rbac(cluster, tmp_path, mod
 
     with ChartOperator(deployment, kubeconfig, tmp_path / "operator.log") as operator, \
             SimulatedTrainingOperator(admin, namespace=mode["watched"]):
-        watched.create(manifest("chat"))
+        chat = manifest("chat")
+        # As an earlier operator version left it: its removal deletes the children (the chart's
+        # permissions must allow that; this control plane has no garbage collector to do it).
+        chat["metadata"]["finalizers"] = ["kuberlhf.io/finalizer"]
+        watched.create(chat)
         watched.create(manifest("chat-mpi", launcher="mpijob"))
         if mode["unwatched"]:
             Cluster(admin, mode["unwatched"]).create(manifest("stray"))
@@ -69,7 +73,7 @@ def test_the_operator_runs_every_stage_on_the_charts_rbac(cluster, tmp_path, mod
         assert watched.child_names("MPIJob") == ["chat-mpi-ppo-1", "chat-mpi-reward-1", "chat-mpi-sft-1"]
         wait_for("the job's events", lambda: {"StageStarting", "Succeeded"} <= {r for _, r, _ in watched.events("chat")})
 
-        watched.delete("chat")  # the finalizer deletes the children, with the chart's permissions
+        watched.delete("chat")  # the operator deletes the children, with the chart's permissions
         wait_for("chat and its children gone", lambda: not watched.exists("chat") and
                  not watched.child_names("PyTorchJob"), timeout=30)
         if mode["unwatched"]:

@@ -59,7 +59,9 @@ def test_stages_run_one_after_another_and_the_job_succeeds(operator, cluster, si
     assert (owner["kind"], owner["name"], owner["uid"]) == ("RLHFJob", "chat", job["metadata"]["uid"])
 
     table = control_plane.kubectl("get", "rlhf", "chat", "-n", cluster.namespace).stdout
-    assert table.split("\n")[0].split() == ["NAME", "PHASE", "STAGE", "AGE"] and "Succeeded" in table
+    header, row = table.split("\n")[:2]
+    assert header.split() == ["NAME", "PHASE", "PROGRESS", "STAGE", "STATE", "ATTEMPT", "STARTED", "COMPLETED", "AGE"]
+    assert row.split()[:3] == ["chat", "Succeeded", "3/3"]
     wait_for("transition events", lambda: {"StageStarting", "StageSucceeded", "Succeeded"}
              <= event_reasons(cluster, "chat"))
 
@@ -189,22 +191,44 @@ def test_restart_from_a_stage_reruns_it_and_every_stage_after_it(operator, clust
     assert command[-1] == "--overwrite"  # the trainer trains again instead of reusing its result
 
 
+def controller_uid(obj: dict) -> str | None:
+    return next((r["uid"] for r in obj["metadata"].get("ownerReferences") or [] if r.get("controller")), None)
+
+
 @pytest.mark.parametrize("retention", ["Retain", "Delete"])
-def test_deleting_the_job_deletes_its_children(operator, cluster, sim, retention):
+def test_a_deleted_job_goes_at_once_leaving_what_it_owns_to_the_garbage_collector(operator, cluster, sim, retention):
+    """No finalizer holds the job: its children, ConfigMaps and (retention Delete) its claim carry
+    a controller ownerReference, which kube-controller-manager's garbage collector follows. This
+    control plane runs no garbage collector, so they stay here, owned by the deleted job."""
     sim.script = hold
     storage = {"claimTemplate": {"size": "1Gi", "retentionPolicy": retention}}
     cluster.create(manifest("gone", storage=storage))
     wait_for("sft child", lambda: cluster.child_names() == ["gone-sft-1"])
-    selector = "kuberlhf.io/rlhfjob=gone"
-    assert cluster.core.list_namespaced_config_map(cluster.namespace, label_selector=selector).items
+    job = cluster.job("gone")
+    assert not job["metadata"].get("finalizers")
+    uid = job["metadata"]["uid"]
 
     cluster.delete("gone")
-    wait_for("the RLHFJob to go", lambda: not cluster.exists("gone"))
+    wait_for("the RLHFJob to go", lambda: not cluster.exists("gone"), timeout=5)
+    selector = "kuberlhf.io/rlhfjob=gone"
+    owned = [*cluster.children(), *(cluster.core.api_client.sanitize_for_serialization(c) for c in
+                                    cluster.core.list_namespaced_config_map(cluster.namespace, label_selector=selector).items)]
+    assert len(owned) == 2 and all(controller_uid(o) == uid for o in owned)
+    claim = cluster.core.api_client.sanitize_for_serialization(
+        cluster.core.read_namespaced_persistent_volume_claim("gone-storage", cluster.namespace))
+    assert controller_uid(claim) == (uid if retention == "Delete" else None)  # retained: it outlives the job
+
+
+def test_a_job_carrying_an_earlier_versions_finalizer_is_still_deleted_with_its_children(operator, cluster, sim):
+    sim.script = hold
+    body = manifest("legacy")
+    body["metadata"]["finalizers"] = ["kuberlhf.io/finalizer"]  # as earlier operator versions left it
+    cluster.create(body)
+    wait_for("sft child", lambda: cluster.child_names() == ["legacy-sft-1"])
+    cluster.delete("legacy")
+    wait_for("the RLHFJob to go", lambda: not cluster.exists("legacy"))
     assert cluster.child_names() == []
-    assert cluster.core.list_namespaced_config_map(cluster.namespace, label_selector=selector).items == []
-    claim = cluster.core.read_namespaced_persistent_volume_claim("gone-storage", cluster.namespace)
-    # No controller-manager here: a deleted claim waits on its pvc-protection finalizer.
-    assert (claim.metadata.deletion_timestamp is not None) == (retention == "Delete")
+    assert cluster.core.list_namespaced_config_map(cluster.namespace, label_selector="kuberlhf.io/rlhfjob=legacy").items == []
 
 
 def test_metrics_and_liveness(operator, cluster, sim):
