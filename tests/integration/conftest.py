@@ -1,4 +1,6 @@
-"""Integration fixtures: a real kube-apiserver + etcd with the upstream Kubeflow CRDs.
+"""Integration fixtures: a real kube-apiserver + etcd with the upstream Kubeflow CRDs
+(`control_plane`), and the test cluster with the real controllers, scheduler and KWOK
+(`kube_cluster`).
 
 The binaries are built beforehand by hack/build-control-plane.sh. If they are
 missing the fixture errors (it does not skip): a skipped test would hide a
@@ -17,6 +19,12 @@ if str(_REPO_ROOT) not in sys.path:  # so `tests.support` imports without an ins
     sys.path.insert(0, str(_REPO_ROOT))
 
 from tests.support.controlplane import ControlPlane, locate_tools  # noqa: E402
+from tests.support.kube_cluster import KubeCluster, locate_cluster_tools  # noqa: E402
+
+# Our CRD goes in before kube-controller-manager starts: its garbage collector discovers
+# resource types only every 30 s, and RLHFJobs own the stages' children.
+RLHFJOB_CRD = _REPO_ROOT / "manifests" / "crds" / "kuberlhf.io_rlhfjobs.yaml"
+_started_in: dict[str, float] = {}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -43,11 +51,35 @@ def control_plane():
         cp.stop()
 
 
+@pytest.fixture(scope="session")
+def kube_cluster():
+    """One test cluster per session, beside (not instead of) `control_plane`, which stays as
+    cheap as it is: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, KWOK with
+    fake GPU nodes, training-operator (PyTorchJob) and mpi-operator, the Kubeflow CRDs, KWOK's
+    Stage CRD and ours. It does not set KUBECONFIG (that is `control_plane`'s); use
+    `.kubeconfig`, `.api_client()`, `.kubectl()`. How a test makes a pod succeed, fail, stay
+    Pending or be evicted: tests/support/kube_cluster.py and kwok_stages.yaml."""
+    tools = locate_cluster_tools()  # raises ToolsMissing with the build command
+    cluster = KubeCluster(tools, crds=[RLHFJOB_CRD]).start()
+    _started_in["kube_cluster"] = cluster.started_in_s
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call):
-    """Attach the control plane's log tails to failing tests that used it."""
+    """Attach the control plane's / test cluster's log tails to failing tests that used it."""
     report = yield
-    cp = getattr(item, "funcargs", {}).get("control_plane")
-    if report.failed and isinstance(cp, ControlPlane):
-        report.sections.append(("control plane logs", cp.logs(lines=60)))
+    if report.failed:
+        for name in ("control_plane", "kube_cluster"):
+            cp = getattr(item, "funcargs", {}).get(name)
+            if isinstance(cp, ControlPlane):
+                report.sections.append((f"{name} logs", cp.logs(lines=60)))
     return report
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    for name, seconds in _started_in.items():
+        terminalreporter.write_line(f"{name} started in {seconds:.1f}s")
