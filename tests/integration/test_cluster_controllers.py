@@ -16,7 +16,7 @@ from kubernetes.client.rest import ApiException
 
 from tests.support.kube_cluster import NODE_PRESSURE_MESSAGE, pod_exits, pod_pending
 from tests.support.local_pods import LocalProcessKubelet
-from tests.support.rlhfjobs import wait_for
+from tests.support.rlhfjobs import CHILD_PLURALS, wait_for
 
 pytestmark = pytest.mark.k8s
 
@@ -55,12 +55,12 @@ def pytorchjob(name: str, master: dict, workers: int = 0) -> dict:
 
 
 def create(api, ns: str, body: dict) -> dict:
-    version, plural = {"PyTorchJob": ("v1", "pytorchjobs"), "MPIJob": ("v2beta1", "mpijobs")}[body["kind"]]
+    version, plural = CHILD_PLURALS[body["kind"]]
     return client.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, version, ns, plural, body)
 
 
 def get(api, ns: str, kind: str, name: str) -> dict:
-    version, plural = {"PyTorchJob": ("v1", "pytorchjobs"), "MPIJob": ("v2beta1", "mpijobs")}[kind]
+    version, plural = CHILD_PLURALS[kind]
     return client.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, version, ns, plural, name)
 
 
@@ -130,13 +130,20 @@ def test_training_operators_webhook_refuses_a_pytorchjob_it_cannot_run(api, ns):
     assert "pytorch" in refused.value.body and "validator.pytorchjob.training-operator" in refused.value.body
 
 
-def test_mpijob_launcher_runs_as_a_batch_job_and_the_mpijob_succeeds(api, ns):
-    replica = lambda name, n: {"replicas": n, "restartPolicy": "Never", "template": template(name)}  # noqa: E731
+def test_mpijob_launcher_runs_as_a_batch_job_and_the_mpijob_succeeds(kube_cluster, api, ns):
+    def replica(n: int, template_: dict) -> dict:
+        return {"replicas": n, "restartPolicy": "Never", "template": template_}
+    launcher = template("launcher", pod_exits(0, after="2s"))  # long enough to see the job Running
+    replicas = {"Launcher": replica(1, launcher), "Worker": replica(2, template("worker"))}
     create(api, ns, {"apiVersion": f"{GROUP}/v2beta1", "kind": "MPIJob", "metadata": {"name": "mpi"},
-                     "spec": {"slotsPerWorker": 1,
-                              "mpiReplicaSpecs": {"Launcher": replica("launcher", 1), "Worker": replica("worker", 2)}}})
+                     "spec": {"slotsPerWorker": 1, "mpiReplicaSpecs": replicas}})
 
+    wait_condition(api, ns, "MPIJob", "mpi", "Running")  # mpi-operator: launcher and every worker run
     job = wait_condition(api, ns, "MPIJob", "mpi", "Succeeded")
+    workers = pods(api, ns, "training.kubeflow.org/job-role=worker")
+    assert sorted(p.metadata.name for p in workers) == ["mpi-worker-0", "mpi-worker-1"]
+    assert {p.status.phase for p in workers} == {"Running"}  # sshd never exits; cleanPodPolicy None keeps them
+    assert {p.spec.node_name for p in workers} <= {n.name for n in kube_cluster.nodes}
     assert job["status"]["replicaStatuses"]["Launcher"]["succeeded"] == 1
     launcher = client.BatchV1Api(api).read_namespaced_job("mpi-launcher", ns)
     assert launcher.metadata.owner_references[0].kind == "MPIJob"

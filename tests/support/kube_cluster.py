@@ -46,6 +46,7 @@ import fcntl
 import ipaddress
 import json
 import os
+import signal
 import socket
 import ssl
 import time
@@ -69,7 +70,7 @@ from tests.support.controlplane import (
 )
 
 STAGES_FILE = Path(__file__).with_name("kwok_stages.yaml")
-START_TIMEOUT_S = 120  # ~10 s here; generous for a loaded 2-core CI machine
+START_TIMEOUT_S = 120  # 10-20 s here; generous for a loaded 2-core CI machine
 
 # Pod annotations the KWOK Stages act on (kwok_stages.yaml says what each does).
 EXIT_CODE = "kwok.kuberlhf.io/exit-code"
@@ -274,7 +275,7 @@ class KubeCluster(ControlPlane):
         procs = [p for p in self.components.values() if p.popen is not None]
         for proc in procs:
             try:
-                os.killpg(proc.popen.pid, 15)
+                os.killpg(proc.popen.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
         for proc in procs:
@@ -500,8 +501,8 @@ class KubeCluster(ControlPlane):
     def _mpi_operator_leading(self) -> bool:
         from kubernetes import client
 
-        lease = client.CoordinationV1Api(self._client()).read_namespaced_lease("mpi-operator", MPI_OPERATOR_LOCK_NAMESPACE)
-        return bool(lease.spec.holder_identity)
+        leases = client.CoordinationV1Api(self._client())
+        return bool(leases.read_namespaced_lease("mpi-operator", MPI_OPERATOR_LOCK_NAMESPACE).spec.holder_identity)
 
     # ---- helpers for tests
 
