@@ -19,11 +19,13 @@
 # a second run does nothing and takes about a second.
 #
 # Cost of the first build on the 2-core / 24 GiB dev machine (Go 1.26.8, empty
-# module and build caches): 5-6 minutes wall (4m54s and 5m53s measured; etcd
-# ~35-75 s, helm ~85-100 s, kube-apiserver ~150-165 s, kubectl ~15-30 s),
-# peak RSS of one process 1.8 GiB (the kube-apiserver link), ~150% CPU. It
-# fills ~3 GiB of Go build cache and ~1.3 GiB of module cache; the tools
-# themselves are ~250 MiB. No -p/GOMAXPROCS limit is needed at this size.
+# build cache): 13m56s wall measured with other tests running (load ~3.3), 26
+# CPU-minutes: etcd 64 s, helm 98 s, kube-apiserver 269 s, kubectl 25 s (this
+# control plane alone: 4m54s and 5m53s on a quiet machine), then the test
+# cluster's parts: kube-controller-manager 73 s, kube-scheduler 6 s,
+# training-operator 92 s, mpi-operator 139 s, kwok 69 s. Peak RSS of one process
+# 1.9 GiB. It fills ~6.2 GiB of Go build cache and ~1.8 GiB of module cache; the
+# tools themselves are ~580 MiB. No -p/GOMAXPROCS limit is needed at this size.
 set -euo pipefail
 shopt -s inherit_errexit
 
