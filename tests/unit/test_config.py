@@ -176,15 +176,6 @@ def test_inference_tp_needs_zero3():
     build_config({**data, "actor_model": {"name_or_path": "m", "zero_stage": 3}})
 
 
-def test_ppo_gradient_accumulation_must_divide_an_iteration():
-    # 16 prompts x 2 samples / 8 per micro-batch x 1 epoch = 4 micro-batches per iteration
-    ppo = {"per_device_generation_batch_size": 16, "samples_per_prompt": 2, "per_device_training_batch_size": 8}
-    line = only_problem({"ppo": {**ppo, "gradient_accumulation_steps": 3}})
-    assert line.startswith("ppo:") and "gradient_accumulation_steps 3" in line and "4 PPO micro-batches" in line
-    build_config({"ppo": {**ppo, "gradient_accumulation_steps": 4}})
-    build_config({"ppo": {**ppo, "gradient_accumulation_steps": 3, "ppo_epochs": 3}})
-
-
 def test_single_gpu_runs_one_process():
     line = only_problem({"deployment_type": "single_gpu", "nproc_per_node": 2})
     assert "deployment_type" in line and "nproc_per_node" in line

@@ -284,6 +284,13 @@ class GenerationSettings(_Section):
         "compiling again).",
     )
     pin_parameters: bool = Field(True, description="DeepSpeed hybrid engine: pin gathered parameters in memory.")
+    inference_copy: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Engine 'hybrid' under ZeRO-3 or LoRA: 'on' decodes from a whole copy of the actor (LoRA merged; "
+        "one more copy of its weights per process); 'off' decodes on the training module itself, ZeRO-3 gathering "
+        "each layer per token (slower, memory bounded by the ZeRO-3 live-parameter limit); 'auto' makes the copy "
+        "when the device has room for it and its KV cache, else decodes without one (the log says which and why).",
+    )
 
 
 class PPOSettings(_Optimizer):
@@ -348,22 +355,11 @@ class PPOSettings(_Optimizer):
 
     @property
     def micro_batches_per_iteration(self) -> int:
-        """PPO micro-batches per process in one iteration: ppo_epochs passes over its sequences."""
+        """PPO micro-batches per process in one iteration: ppo_epochs passes over its sequences. When
+        gradient_accumulation_steps does not divide it, an optimizer step spans iterations, as in
+        DeepSpeed-Chat (e.g. its single-GPU OPT-1.3B recipe: one micro-batch per iteration, GAS 2)."""
         sequences = self.per_device_generation_batch_size * self.generation_batches * self.samples_per_prompt
         return self.ppo_epochs * -(-sequences // self.per_device_training_batch_size)
-
-    @model_validator(mode="after")
-    def _whole_accumulations(self) -> "PPOSettings":
-        # An accumulation running across iterations would leave half-accumulated gradients at each
-        # iteration's end, where checkpoints are saved and the KL coefficient moves.
-        micro = self.micro_batches_per_iteration
-        if micro % self.gradient_accumulation_steps:
-            raise ValueError(
-                f"gradient_accumulation_steps {self.gradient_accumulation_steps} does not divide the {micro} PPO "
-                "micro-batches of an iteration (ppo_epochs x ceil(per_device_generation_batch_size x "
-                "generation_batches x samples_per_prompt / per_device_training_batch_size))"
-            )
-        return self
 
 
 class CheckpointSettings(_Section):

@@ -47,10 +47,14 @@ class Runtime:
 
     def sum(self, values: list[float]) -> list[float]:
         """Sum floats over all processes."""
-        tensor = torch.tensor(values, dtype=torch.float64, device=self.device)
+        return self.sum_tensor(torch.tensor(values, dtype=torch.float64, device=self.device)).tolist()
+
+    def sum_tensor(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The element-wise sum of `tensor` over all processes (a new tensor)."""
+        tensor = tensor.clone()
         if self.world_size > 1:
             torch.distributed.all_reduce(tensor)
-        return tensor.tolist()
+        return tensor
 
 
 def select_device(setting: str) -> str:

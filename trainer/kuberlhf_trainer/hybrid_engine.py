@@ -13,19 +13,31 @@ parameters from the other processes at every decoded token. `ppo.generation.engi
              module is already whole and is used directly. `release_inference_cache` frees the
              copy and the cache after each generation phase: less memory while training, but
              one more allocation per iteration and, with compiled decoding, compiling again.
+             Where the copy would not fit (`inference_copy` 'auto', or 'off'), it decodes on
+             the training module instead, ZeRO-3 gathering each layer per token as 'hf' does:
+             slower, but bounded by ZeRO-3's live-parameter limit. The copy itself is filled a
+             bounded share of parameters at a time, never a second whole gathered model.
   deepspeed  DeepSpeed's own hybrid engine (CUDA only: its inference kernels do not exist on CPU).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 from typing import Iterator, Optional
 
 import torch
 
 from .config import ConfigError, GenerationSettings
+from .engine import ZERO3_MAX_LIVE_PARAMETERS
 from .generation import Rollout, generate
 from .models import is_lora_model
+
+log = logging.getLogger(__name__)
+# The share of free memory the inference copy and its KV cache may take ('auto'): the rest is
+# left for activations while decoding and for the allocator's fragmentation.
+INFERENCE_MEMORY_SHARE = 0.8
 
 
 class GenerationEngine:
@@ -56,7 +68,8 @@ class HybridGeneration(GenerationEngine):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         module = self.actor_engine.module
-        self.needs_copy = self.zero3 or is_lora_model(module)
+        self.needs_copy = self.zero3 or is_lora_model(module)  # the training module is not whole or not merged
+        self.uses_copy: Optional[bool] = None if self.needs_copy else False  # decided at the first generation
         self._copy: Optional[torch.nn.Module] = None
         self._caches: dict[int, tuple] = {}  # batch size -> (length, static KV cache), kept between phases
 
@@ -65,6 +78,12 @@ class HybridGeneration(GenerationEngine):
         return decoding == "compiled" or (decoding == "auto" and device.type == "cuda")
 
     def generate(self, prompt_ids, prompt_mask, greedy=False):
+        if self.uses_copy is None:
+            self.uses_copy = self._copy_fits(prompt_ids)
+        if self.needs_copy and not self.uses_copy:
+            # On the training module: under ZeRO-3 every token gathers each layer, as engine 'hf' does.
+            return generate(self.actor_engine.module, prompt_ids, prompt_mask, self.max_new_tokens, self.settings,
+                            self.eos_id, self.pad_id, synced_gpus=self.zero3 and self.world_size > 1, greedy=greedy)
         with self._inference_model() as model:
             # No collectives while decoding: each process holds whole weights now.
             extra = self._compiled_decoding(model, prompt_ids) if self.compiled(prompt_ids.device) else {}
@@ -92,6 +111,26 @@ class HybridGeneration(GenerationEngine):
         compile_config._compile_all_devices = not on_cuda  # transformers compiles on accelerators only unless told
         return {"cache": cache, "compile_config": compile_config}
 
+    def _copy_fits(self, prompt_ids: torch.Tensor) -> bool:
+        """Whether to decode from a whole inference copy (`inference_copy`; 'auto' asks the device).
+        Every process must decide alike: without the copy, ZeRO-3 decoding is collective."""
+        choice = self.settings.inference_copy
+        if choice != "auto":
+            return choice == "on"
+        module = self.actor_engine.module
+        copy = model_bytes(module)
+        cache = kv_cache_bytes(module.config, prompt_ids.shape[0], self.max_prompt_len + self.max_new_tokens,
+                               next(module.parameters()).dtype)
+        free = free_memory_bytes(prompt_ids.device)
+        fits = torch.tensor([float(copy + cache <= INFERENCE_MEMORY_SHARE * free)])
+        if self.world_size > 1:
+            torch.distributed.all_reduce(fits, op=torch.distributed.ReduceOp.MIN)
+        chosen = bool(fits.item())
+        log.info("Hybrid engine: the inference copy takes %.2f GB and its KV cache %.2f GB, %.2f GB are free: %s "
+                 "(ppo.generation.inference_copy)", copy / 1e9, cache / 1e9, free / 1e9,
+                 "decoding from a whole copy" if chosen else "decoding on the sharded training module, layer by layer")
+        return chosen
+
     @contextlib.contextmanager
     def _inference_model(self) -> Iterator[torch.nn.Module]:
         model = self._load_weights() if self.needs_copy else self.actor_engine.module
@@ -112,14 +151,53 @@ class HybridGeneration(GenerationEngine):
             # peft merges only what it has not merged yet: mark the last phase's merge undone first,
             # or every phase after the first would decode the base weights without the adapters.
             self._copy.unmerge_adapter()
-        sources = list(module.parameters())
-        gathered = _gathered(sources) if self.zero3 else contextlib.nullcontext()
-        with gathered, torch.no_grad():
-            for target, source in zip(self._copy.parameters(), sources):
-                target.copy_(source)
+        # Gathered a bounded share at a time: the extra memory of switching to generation is the
+        # copy plus ZeRO-3's live-parameter limit, never a second whole model.
+        for targets, sources in _chunks(list(self._copy.parameters()), list(module.parameters()), ZERO3_MAX_LIVE_PARAMETERS):
+            gathered = _gathered(sources) if self.zero3 else contextlib.nullcontext()
+            with gathered, torch.no_grad():
+                for target, source in zip(targets, sources):
+                    target.copy_(source)
         if is_lora_model(self._copy):
             self._copy.merge_adapter()  # into the copy's weights: the training weights stay as they are
         return self._copy
+
+
+def _chunks(targets: list, sources: list, max_elements: int):
+    """(targets, sources) in consecutive groups of at most `max_elements` source elements (a
+    larger single parameter makes a group of its own)."""
+    start, size = 0, 0
+    for index, source in enumerate(sources):
+        numel = getattr(source, "ds_numel", source.numel())
+        if size and size + numel > max_elements:
+            yield targets[start:index], sources[start:index]
+            start, size = index, 0
+        size += numel
+    yield targets[start:], sources[start:]
+
+
+def model_bytes(module: torch.nn.Module) -> int:
+    """Bytes of a whole copy of the module's weights (ZeRO-3 partitioned or not)."""
+    return sum(getattr(p, "ds_numel", p.numel()) * p.element_size() for p in module.parameters())
+
+
+def kv_cache_bytes(config, batch: int, length: int, dtype: torch.dtype) -> int:
+    """Bytes of a KV cache for `batch` sequences of `length` tokens."""
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return 2 * config.num_hidden_layers * batch * length * heads * head_dim * torch.finfo(dtype).bits // 8
+
+
+def free_memory_bytes(device: torch.device) -> int:
+    """Memory this process could still allocate: free device memory plus what PyTorch's caching
+    allocator holds unused; on the CPU, the host's available memory shared by its processes."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    import psutil
+
+    return psutil.virtual_memory().available // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
 
 
 def _gathered(params):

@@ -13,7 +13,7 @@ References:
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -25,10 +25,14 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * mask).sum() / mask.sum().clamp(min=1)
 
 
-def whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
-    """Normalise to zero mean and unit variance over the masked entries."""
-    mean = masked_mean(values, mask)
-    var = masked_mean((values - mean) ** 2, mask)
+def whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True,
+           sum_over_processes: Callable[[torch.Tensor], torch.Tensor] = lambda t: t) -> torch.Tensor:
+    """Normalise to zero mean and unit variance over the masked entries. With several
+    data-parallel processes, `sum_over_processes` (an all-reduce) makes the statistics those of
+    the global batch, as OpenRLHF does: each process's advantages then share one scale."""
+    total, count = sum_over_processes(torch.stack([(values * mask).sum(), mask.sum()])).unbind()
+    mean = total / count.clamp(min=1)
+    var = sum_over_processes(((values - mean) ** 2 * mask).sum()) / count.clamp(min=1)
     whitened = (values - mean) * torch.rsqrt(var + EPS)
     return (whitened if shift_mean else whitened + mean) * mask
 

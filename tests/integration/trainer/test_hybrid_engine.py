@@ -123,3 +123,31 @@ def test_generation_leaves_the_training_weights_untouched(tmp_path, runtime, tra
     prompts = collate_prompts(step_examples(config, "ppo", tokenizer).train[:8], tokenizer.pad_token_id)
     engine.generation.generate(prompts["input_ids"], prompts["attention_mask"])
     assert all(torch.equal(before[name], p.ds_tensor) for name, p in module.named_parameters())
+
+
+@pytest.mark.parametrize("free_bytes,copies", [(1, False), (10**12, True)], ids=["no-room", "room"])
+def test_the_hybrid_engine_makes_its_inference_copy_only_where_it_fits(tmp_path, runtime, trained_steps, monkeypatch,
+                                                                         free_bytes, copies):
+    """'auto' weighs the copy and its KV cache against free memory; without room it decodes on the
+    sharded training module (ZeRO-3 gathering per layer) and gives the same answers."""
+    from kuberlhf_trainer import hybrid_engine
+
+    monkeypatch.setattr(hybrid_engine, "free_memory_bytes", lambda device: free_bytes)
+    gathered = []  # elements per ZeRO-3 gather while filling the copy
+    gather = hybrid_engine._gathered
+    monkeypatch.setattr(hybrid_engine, "_gathered", lambda params: (gathered.append(sum(p.ds_numel for p in params)),
+                                                                    gather(params))[1])
+    monkeypatch.setattr(hybrid_engine, "ZERO3_MAX_LIVE_PARAMETERS", 20_000)
+    config = ppo_config(tmp_path, trained_steps, actor_model__zero_stage=3, actor_model__lora__dim=4)
+    tokenizer = load_tokenizer(str(trained_steps / "sft"))
+    engine = RLHFEngine(str(trained_steps / "sft"), str(trained_steps / "reward"), tokenizer, 10, config, runtime)
+    _perturb(engine.actor.engine.module, zero3=True)
+    prompts = collate_prompts(step_examples(config, "ppo", tokenizer).train[:8], tokenizer.pad_token_id)
+    ours = engine.generation.generate(prompts["input_ids"], prompts["attention_mask"], greedy=True)
+    theirs = plain_generation(engine, config, runtime).generate(prompts["input_ids"], prompts["attention_mask"], greedy=True)
+
+    assert torch.equal(ours.sequences, theirs.sequences)
+    assert engine.generation.uses_copy is copies and (engine.generation._copy is not None) is copies
+    if copies:  # filled a bounded share at a time, not the whole model at once
+        whole = sum(p.ds_numel for p in engine.actor.engine.module.parameters())
+        assert len(gathered) > 1 and max(gathered) <= 20_000 < whole

@@ -13,12 +13,13 @@ from transformers import AutoModelForCausalLM
 from kuberlhf_trainer.config import dump_config
 from kuberlhf_trainer.data.prepare import step_examples
 from kuberlhf_trainer.data.tokenize import collate_prompts
+from kuberlhf_trainer.engine import free_port
 from kuberlhf_trainer.models import load_tokenizer
 from kuberlhf_trainer.rlhf import PPOTrainer, RLHFEngine
 from kuberlhf_trainer.steps import run_step
 from kuberlhf_trainer.steps.common import StepInputError
 from kuberlhf_trainer.value_model import ValueModel
-from tests.support.tiny_runs import cli_env, ppo_config, run_cli, tiny_config
+from tests.support.tiny_runs import REPO, cli_env, ppo_config, tiny_config
 
 
 
@@ -94,15 +95,40 @@ def test_ppo_with_lora_zero3_and_the_pretraining_mix(tmp_path, runtime, trained_
     AutoModelForCausalLM.from_pretrained(config.step_dir("ppo"))
 
 
-def test_ppo_in_two_processes(tmp_path, trained_steps):
+def test_ppo_in_two_processes_agrees_between_ranks_and_partitions_the_ema(tmp_path, trained_steps):
+    """ZeRO-3 on two processes: one KL coefficient, advantages whitened over the global batch,
+    figures over both ranks, and an EMA partitioned like the actor (saved and resumed whole)."""
     config = ppo_config(tmp_path / "out", trained_steps, actor_model__zero_stage=3, reward_model__zero_stage=3,
-                         deployment_type="single_node", nproc_per_node=2, ppo__max_steps=2)
+                        deployment_type="single_node", nproc_per_node=2, ppo__max_steps=3, ppo__ema__enabled=True,
+                        ppo__adaptive_kl__enabled=True, ppo__adaptive_kl__target=0.5, ppo__adaptive_kl__horizon=100)
     config_file = tmp_path / "run.yaml"
     config_file.write_text(dump_config(config))
-    result = run_cli("train", "--config", str(config_file), "--step", "3")
+    probes = tmp_path / "probes"
+    probes.mkdir()
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                             str(free_port()), str(REPO / "tests" / "support" / "ppo_two_processes.py"), str(config_file),
+                             str(probes)], env=cli_env(), capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((probes / f"rank{r}.json").read_text()) for r in (0, 1)]
     summary = json.loads((tmp_path / "out" / "ppo" / "summary.json").read_text())
-    assert summary["world_size"] == 2 and summary["iterations"] == 2
+    assert summary["world_size"] == 2 and summary["iterations"] == 3
+
+    assert ranks[0]["kl_observed"] == ranks[1]["kl_observed"], "the controller sees the KL of both ranks' sequences"
+    assert ranks[0]["kl_coef"] == ranks[1]["kl_coef"] and ranks[0]["kl_coef"][-1] != config.ppo.kl_coef
+    for iteration, record in enumerate(summary["history"]):
+        total, squares, count = (sum(r["advantages"][iteration][k] for r in ranks) for k in range(3))
+        assert total / count == pytest.approx(0.0, abs=1e-4) and squares / count == pytest.approx(1.0, abs=1e-3)
+        score_sum, sequences = (sum(r["scores"][iteration][k] for r in ranks) for k in range(2))
+        assert record["sequences"] == sequences == 2 * config.ppo.per_device_generation_batch_size
+        assert record["reward_mean"] == pytest.approx(score_sum / sequences)
+        assert record["kl_coef"] == (ranks[1]["kl_coef"][iteration - 1] if iteration else config.ppo.kl_coef)
+    local_means = [r["advantages"][i][0] / r["advantages"][i][2] for r in ranks for i in range(3)]
+    assert any(abs(mean) > 1e-3 for mean in local_means), "each rank's share is not whitened on its own"
+
+    for rank in ranks:
+        assert 0.45 < rank["ema_bytes"] / rank["ema_bytes_whole"] < 0.6, "each rank keeps half of the EMA"
+        assert rank["ema_loads_back"]
+    assert ranks[0]["ema_saved_as_gathered"], "ppo/actor_ema holds the EMA's weights"
 
 
 def test_metrics_endpoint_serves_every_documented_metric_during_ppo(tmp_path, trained_steps):

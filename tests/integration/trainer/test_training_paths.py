@@ -165,3 +165,19 @@ def _real_tokens(rollout: Rollout, row: int, eos_id: int) -> list[int]:
     """A rollout row's prompt and answer tokens, ending with EOS (appended if the answer was cut)."""
     tokens = rollout.sequences[row][rollout.attention_mask[row].bool()].tolist()
     return tokens if tokens[-1] == eos_id else tokens + [eos_id]
+
+
+def test_an_optimizer_step_may_span_ppo_iterations_and_checkpoints_wait_for_it(tmp_path, runtime, trained_steps):
+    """DeepSpeed-Chat's single-GPU recipe: one micro-batch per iteration at gradient accumulation 2."""
+    from kuberlhf_trainer.data.tokenize import collate_prompts as collate
+    from kuberlhf_trainer.steps.ppo import BatchStream, LoopState, train
+
+    config, tokenizer, trainer = _engine(tmp_path, trained_steps, runtime, ppo__gradient_accumulation_steps=2)
+    assert config.ppo.micro_batches_per_iteration == 1
+    loader = make_loader(step_examples(config, "ppo", tokenizer).train, 4, collate, tokenizer.pad_token_id, runtime,
+                         True, config.seed)
+    checkpointer = RecordingCheckpointer(trainer.engine.actor.engine)
+    train(trainer, LoopState(prompts=BatchStream(loader)), 5, runtime, None, TrainingMetrics("test", "ppo", serve=False),
+          checkpointer)
+    assert trainer.engine.actor.engine.global_steps == 2
+    assert checkpointer.offers == [(2, 1), (4, 2)], "saved only after iterations that end on an optimizer step"

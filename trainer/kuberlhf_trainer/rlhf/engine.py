@@ -64,7 +64,7 @@ class RLHFEngine:
             self.actor.engine, ppo.generation, ppo.max_prompt_seq_len, ppo.max_answer_seq_len, tokenizer,
             actor_settings.zero_stage == 3, runtime.world_size,
         )
-        self.ema = ActorEMA(self.actor.engine.module, ppo.ema.beta, actor_settings.zero_stage == 3) if ppo.ema.enabled else None
+        self.ema = ActorEMA(self.actor.engine, ppo.ema.beta, actor_settings.zero_stage == 3) if ppo.ema.enabled else None
 
     def _train_config(self, settings: ModelSettings) -> dict:
         ppo = self.config.ppo

@@ -61,10 +61,12 @@ class PPOTrainer:
         ids = prompt_batch["input_ids"].repeat_interleave(repeat, 0)
         mask = prompt_batch["attention_mask"].repeat_interleave(repeat, 0)
         rollout = self.generate_sequences(ids, mask)
-        return self.make_experience(rollout)
+        return self.whiten_advantages(self.make_experience(rollout))
 
     @torch.no_grad()
     def make_experience(self, rollout: Rollout) -> Experience:
+        """Score one generation batch and compute its advantages (whitened later, over everything
+        one update learns from: `whiten_advantages`)."""
         seq, attn, P, answer_mask = rollout.sequences, rollout.attention_mask, rollout.prompt_len, rollout.answer_mask
         answer_mask = answer_mask.float()
         actor, critic = self.engine.actor.engine.module, self.engine.critic.engine.module
@@ -80,10 +82,16 @@ class PPOTrainer:
         scores = self.shape_scores(raw_scores)
         rewards = losses.kl_shaped_rewards(logprobs, ref_logprobs, scores, answer_mask, self.kl_coef)
         advantages, returns = losses.gae(rewards, values, answer_mask, self.settings.gamma, self.settings.lam)
-        if self.settings.whiten_advantages:
-            advantages = losses.whiten(advantages, answer_mask)
         return Experience(seq, attn, answer_mask, P, logprobs, ref_logprobs, values, scores, raw_scores, rewards,
                           advantages, returns)
+
+    def whiten_advantages(self, exp: Experience) -> Experience:
+        """Advantages to zero mean and unit variance over the update's whole batch: every
+        generation batch and every process (one scale for all of them, as OpenRLHF does)."""
+        if self.settings.whiten_advantages:
+            exp.advantages = losses.whiten(exp.advantages, exp.answer_mask,
+                                           sum_over_processes=self.engine.runtime.sum_tensor)
+        return exp
 
     def score(self, seq: torch.Tensor, attn: torch.Tensor, prompt_len: int, answer_mask: torch.Tensor) -> torch.Tensor:
         """The reward model's score at each answer's EOS, read as step 2 reads it (B,). An answer

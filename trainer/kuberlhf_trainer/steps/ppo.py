@@ -12,6 +12,7 @@ and the EMA actor in ppo/actor_ema/.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Optional
 
 import torch
 
+from .. import losses
 from ..config import RunConfig
 from ..data.prepare import step_examples, tokenizer_fingerprint
 from ..data.pretraining import collate_blocks, load_texts, text_blocks
@@ -98,12 +100,14 @@ class LoopState:
     history: list = field(default_factory=list)  # one record of figures per iteration (with its seconds and work)
 
     def checkpoint(self, trainer: PPOTrainer, extra: dict) -> dict:
+        """The loop's state (rank 0 writes it; the EMA's shadow is gathered whole, so that it can
+        be resumed on another number of processes)."""
         ema = trainer.engine.ema
         return {
             "history": self.history,
             "prompts": self.prompts.position(), "ptx": self.ptx.position() if self.ptx else None,
             "kl_coef": trainer.kl.coef, "trainer_iteration": trainer.iteration,
-            "ema": [t.clone() for t in ema.shadow] if ema is not None else None, **extra,
+            "ema": ema.state() if ema is not None else None, **extra,
         }
 
     def restore(self, state: dict, trainer: PPOTrainer) -> None:
@@ -113,8 +117,7 @@ class LoopState:
             self.ptx.seek(*state["ptx"])
         trainer.kl.coef, trainer.iteration = state["kl_coef"], state["trainer_iteration"]
         if trainer.engine.ema is not None and state["ema"] is not None:
-            for shadow, saved in zip(trainer.engine.ema.shadow, state["ema"]):
-                shadow.copy_(saved)
+            trainer.engine.ema.load(state["ema"])
 
 
 class BatchStream:
@@ -147,8 +150,9 @@ class BatchStream:
 
 def train(trainer: PPOTrainer, loop: LoopState, iterations: int, runtime: Runtime, evaluate, metrics: TrainingMetrics,
           checkpointer=None, extra_state: Optional[dict] = None) -> None:
-    """The PPO loop, from wherever `loop` stands to `iterations`. After each iteration the
-    checkpointer may save (at its interval, or on SIGTERM, then raising Preempted)."""
+    """The PPO loop, from wherever `loop` stands to `iterations`. After each iteration that ends
+    on an optimizer step the checkpointer may save (at its interval, or on SIGTERM, then raising
+    Preempted)."""
     settings = trainer.settings
     progress = Progress(iterations, "ppo", runtime, initial=len(loop.history))
     buffer = []
@@ -161,10 +165,10 @@ def train(trainer: PPOTrainer, loop: LoopState, iterations: int, runtime: Runtim
         buffer.append(trainer.make_experience(rollout))
         if len(buffer) < settings.generation_batches:
             continue
-        experience, buffer = Experience.concat(buffer), []
+        experience, buffer = trainer.whiten_advantages(Experience.concat(buffer)), []
         stats = _update(trainer, experience, loop.ptx, runtime)
-        record = _iteration_record(experience, stats, trainer)
-        trainer.end_iteration(record["kl"], len(experience))
+        record = _iteration_record(experience, stats, trainer, runtime)
+        trainer.end_iteration(record["kl"], record["sequences"])
         loop.history.append(record)
         done = len(loop.history)
         record["seconds"] = {phase: seconds - clock.get(phase, 0.0) for phase, seconds in trainer.timer.seconds.items()}
@@ -176,9 +180,16 @@ def train(trainer: PPOTrainer, loop: LoopState, iterations: int, runtime: Runtim
             figures = evaluate()
             record["eval"] = figures
             progress.write(f"ppo iteration {done}: eval reward {figures['reward']:.4g}")
-        if checkpointer is not None and done < iterations:
+        if checkpointer is not None and done < iterations and _between_optimizer_steps(done, settings):
             checkpointer.after_step(done, lambda: loop.checkpoint(trainer, extra_state or {}))
     progress.close()
+
+
+def _between_optimizer_steps(iterations_done: int, settings) -> bool:
+    """Whether the last iteration ended on an optimizer step. Only there may a checkpoint be saved
+    (also the one a SIGTERM asks for): an accumulation spanning iterations would lose its
+    gradients, which DeepSpeed's checkpoint does not hold."""
+    return iterations_done * settings.micro_batches_per_iteration % settings.gradient_accumulation_steps == 0
 
 
 def _work(exp: Experience, sizes: tuple[int, int], trainer: PPOTrainer, runtime: Runtime) -> dict:
@@ -271,24 +282,34 @@ def _reorder(exp: Experience, order: torch.Tensor) -> Experience:
     return Experience(**values)
 
 
-def _iteration_record(exp: Experience, stats: list, trainer: PPOTrainer) -> dict:
-    def mean(name: str) -> Optional[float]:
-        values = [getattr(s, name) for s in stats if getattr(s, name) is not None]
-        return sum(values) / len(values) if values else None
-
-    kl = ((exp.logprobs - exp.ref_logprobs) * exp.answer_mask).sum(1)
-    return {
-        "reward_mean": exp.raw_scores.mean().item(),
-        "reward_std": exp.raw_scores.std().item() if len(exp) > 1 else 0.0,
-        "kl": kl.mean().item(),
+def _iteration_record(exp: Experience, stats: list, trainer: PPOTrainer, runtime: Runtime) -> dict:
+    """The iteration's figures over every process's experience: each process gets the same
+    (the adaptive KL controller moves alike everywhere) and the published figures are global."""
+    kl = losses.sequence_kl(exp.logprobs, exp.ref_logprobs, exp.answer_mask)
+    scores = exp.raw_scores
+    n, reward, reward_squares, kl_total, length = runtime.sum(
+        [len(exp), scores.sum().item(), (scores**2).sum().item(), kl.sum().item(), exp.answer_mask.sum().item()])
+    mean = reward / n
+    record = {
+        "sequences": int(n),
+        "reward_mean": mean,
+        "reward_std": math.sqrt(max(reward_squares - n * mean**2, 0.0) / (n - 1)) if n > 1 else 0.0,
+        "kl": kl_total / n,
         "kl_coef": trainer.kl_coef,
-        "response_length": exp.answer_mask.sum(1).mean().item(),
-        "actor_loss": mean("actor_loss"),
-        "critic_loss": mean("critic_loss"),
-        "clip_fraction": mean("clip_fraction"),
-        "entropy": mean("entropy"),
-        "ptx_loss": mean("ptx_loss"),
+        "response_length": length / n,
     }
+    # Every process makes the same number of micro-batch updates, so the mean of the processes'
+    # means is the mean over all of them. A figure is None on every process alike (critic warm-up, no ptx).
+    names = ("actor_loss", "critic_loss", "clip_fraction", "entropy", "ptx_loss")
+    local = {name: _mean([getattr(s, name) for s in stats]) for name in names}
+    present = [name for name in names if local[name] is not None]
+    totals = runtime.sum([local[name] for name in present]) if present else []
+    return record | dict.fromkeys(names) | {name: total / runtime.world_size for name, total in zip(present, totals)}
+
+
+def _mean(values: list) -> Optional[float]:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
 
 
 def _repeat(batch: dict, times: int) -> tuple[torch.Tensor, torch.Tensor]:
