@@ -45,11 +45,13 @@ class ChatSession:
         """A chat with the model saved in `directory` (a step output: ppo/, sft/, ppo/actor_ema/ ...)."""
         from transformers import AutoModelForCausalLM
 
+        from .lora_checkpoints import resolve_checkpoint
         from .models import load_tokenizer
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-        model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype).to(device).eval()
+        weights = resolve_checkpoint(str(directory))  # a LoRA adapter output: merged into its base
+        model = AutoModelForCausalLM.from_pretrained(weights, dtype=dtype).to(device).eval()
         return cls(model, load_tokenizer(str(directory), "--model"), **settings)
 
     @property

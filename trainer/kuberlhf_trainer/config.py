@@ -56,7 +56,10 @@ class LoraSettings(_Section):
     )
     learning_rate: float = Field(5e-4, gt=0, description="Learning rate of the LoRA parameters.")
     merge_on_save: bool = Field(
-        True, description="Merge the adapters into the weights when saving, so the checkpoint is a plain HF model."
+        True,
+        description="Merge the adapters into the weights when saving, so the checkpoint is a plain HF model; false "
+        "saves only the adapters in peft's format, naming the base model (needs only_optimize, and a base that is "
+        "not built-in); later steps and chat merge them on loading.",
     )
 
     @property
@@ -87,6 +90,15 @@ class ModelSettings(_Section):
             raise ValueError("offload needs zero_stage >= 1 (DeepSpeed offloads ZeRO-partitioned state)")
         if self.lora.only_optimize and not self.lora.enabled:
             raise ValueError("lora.only_optimize needs lora.dim > 0")
+        if self.lora.enabled and not self.lora.merge_on_save:
+            # An adapter output is the adapters alone, loaded onto the base model again later.
+            if not self.lora.only_optimize:
+                raise ValueError("lora.merge_on_save false saves only the adapters, but lora.only_optimize false trains "
+                                 "the rest of the model too, which would be lost: set lora.only_optimize true, or "
+                                 "merge_on_save true")
+            if self.name_or_path.startswith("builtin:"):
+                raise ValueError("lora.merge_on_save false saves adapters for their base model to be loaded from, but a "
+                                 "built-in model is random weights built from a config: set merge_on_save true")
         return self
 
 

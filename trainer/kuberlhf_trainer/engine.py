@@ -195,5 +195,6 @@ def optimizer_steps(num_batches: int, accumulation: int, epochs: int, max_steps:
 def enable_gradient_checkpointing(model) -> None:
     # Non-reentrant checkpointing keeps gradients flowing when only LoRA weights train
     # (DeepSpeed-Chat had to forbid that combination with the reentrant variant).
+    # The training forward passes ask for no KV cache themselves; the model's config keeps
+    # use_cache, so that the saved checkpoint generates with a cache.
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model.config.use_cache = False

@@ -14,6 +14,7 @@ from typing import Iterator
 import torch
 
 from .config import LoraSettings, ModelSettings
+from .lora_checkpoints import resolve_checkpoint
 
 BUILTIN = "builtin:"
 CHAR_TOKENIZER = "builtin:char"
@@ -119,7 +120,7 @@ def model_config(settings: ModelSettings, tokenizer, field: str):
         config = builtin_config(settings.name_or_path, len(tokenizer), tokenizer)
     else:
         try:
-            config = AutoConfig.from_pretrained(settings.name_or_path)
+            config = AutoConfig.from_pretrained(resolve_checkpoint(settings.name_or_path))
         except (OSError, ValueError) as error:
             raise ModelLoadError(f"{field}.name_or_path: cannot load '{settings.name_or_path}': {error}") from None
     if settings.dropout is not None:
@@ -136,7 +137,7 @@ def load_pretrained(model_class, settings: ModelSettings, tokenizer, field: str,
         model = model_class.from_config(config, dtype=dtype)
     else:
         try:
-            model = model_class.from_pretrained(settings.name_or_path, config=config, dtype=dtype)
+            model = model_class.from_pretrained(resolve_checkpoint(settings.name_or_path), config=config, dtype=dtype)
         except (OSError, ValueError) as error:
             raise ModelLoadError(f"{field}.name_or_path: cannot load '{settings.name_or_path}': {error}") from None
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:

@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .lora_checkpoints import VALUE_HEAD_FILE, resolve_checkpoint
 from .models import position_ids
 
-VALUE_HEAD_FILE = "value_head.safetensors"
 
 
 class ValueModel(nn.Module):
@@ -47,6 +47,7 @@ class ValueModel(nn.Module):
         from safetensors.torch import load_file
         from transformers import AutoModel
 
+        directory = resolve_checkpoint(str(directory))  # a LoRA adapter output: merged into its base
         model = cls(AutoModel.from_pretrained(directory, dtype=dtype))
         head = Path(directory) / VALUE_HEAD_FILE
         if head.exists():  # absent when starting a reward model from a plain language model

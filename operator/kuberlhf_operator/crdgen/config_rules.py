@@ -75,6 +75,20 @@ RULES: dict[str, list[dict[str, str]]] = {
             "message": "lora.only_optimize needs lora.dim > 0",
             "fieldPath": ".lora.only_optimize",
         },
+        {
+            "rule": "!has(self.lora) || !has(self.lora.dim) || self.lora.dim == 0 || !has(self.lora.merge_on_save)"
+            " || self.lora.merge_on_save || (has(self.lora.only_optimize) && self.lora.only_optimize)",
+            "message": "lora.merge_on_save false saves only the adapters, but lora.only_optimize false trains the rest "
+                       "of the model too, which would be lost",
+            "fieldPath": ".lora.merge_on_save",
+        },
+        {
+            "rule": "!has(self.lora) || !has(self.lora.dim) || self.lora.dim == 0 || !has(self.lora.merge_on_save)"
+            " || self.lora.merge_on_save || !self.name_or_path.startsWith('builtin:')",
+            "message": "lora.merge_on_save false saves adapters for their base model to be loaded from, but a built-in "
+                       "model is random weights built from a config",
+            "fieldPath": ".lora.merge_on_save",
+        },
     ],
     "DataSettings": [
         {

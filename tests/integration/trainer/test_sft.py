@@ -68,13 +68,6 @@ def test_lora_under_zero3_trains_only_adapters_and_saves_them_merged(tmp_path, r
     assert not torch.equal(saved[2][adapted], saved[8][adapted]), "the merged LoRA update changes adapted weights"
 
 
-def test_lora_can_be_saved_unmerged_as_a_peft_adapter(tmp_path, runtime):
-    config = tiny_config(tmp_path, actor_model__lora__dim=4, actor_model__lora__merge_on_save=False, sft__max_steps=2)
-    run_step("sft", config, runtime)
-    out = config.step_dir("sft")
-    assert (out / "adapter_config.json").exists() and (out / "adapter_model.safetensors").exists()
-
-
 def test_a_finished_step_is_skipped_and_a_changed_config_is_refused(tmp_path, runtime):
     config = tiny_config(tmp_path, sft__max_steps=2)
     first = run_step("sft", config, runtime)

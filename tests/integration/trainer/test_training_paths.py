@@ -4,6 +4,8 @@ step 2 trained on."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -46,6 +48,7 @@ def test_a_model_loaded_from_a_directory_trains_with_dropout_and_recomputation(t
     with eval_mode(engine), torch.no_grad():
         assert engine(**batch, use_cache=False).loss.item() == engine(**batch, use_cache=False).loss.item()
     assert engine.module.training, "back in train mode after evaluating"
+    assert engine.module.config.use_cache, "the saved config still generates with a KV cache"
 
 
 class RecordingCheckpointer:
@@ -181,3 +184,49 @@ def test_an_optimizer_step_may_span_ppo_iterations_and_checkpoints_wait_for_it(t
           checkpointer)
     assert trainer.engine.actor.engine.global_steps == 2
     assert checkpointer.offers == [(2, 1), (4, 2)], "saved only after iterations that end on an optimizer step"
+
+
+def test_an_adapter_output_feeds_steps_2_and_3_and_chat(tmp_path, runtime, monkeypatch):
+    """lora.merge_on_save false: step 1 saves peft's adapter format; step 2 starts its backbone from
+    it, step 3 its actor (and saves its own adapter on top), and chat talks to the result."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from kuberlhf_trainer.chat import ChatSession
+    from kuberlhf_trainer.lora_checkpoints import ADAPTER_CONFIG, resolve_checkpoint
+    from kuberlhf_trainer.steps import run_step
+
+    monkeypatch.setenv("KUBERLHF_CACHE_DIR", str(tmp_path / "cache"))
+    base = saved_model_dir(tmp_path / "base")
+    config = tiny_config(tmp_path / "out", actor_model__name_or_path=base, actor_model__lora__dim=8,
+                         actor_model__lora__only_optimize=True, actor_model__lora__merge_on_save=False,
+                         actor_model__lora__learning_rate=1e-2, reward_model__name_or_path=base,
+                         reward__init_from_sft=True, sft__max_steps=10, reward__max_steps=4, ppo__max_steps=2)
+    for step in ("sft", "reward", "ppo"):
+        run_step(step, config, runtime)
+
+    sft, ppo = config.step_dir("sft"), config.step_dir("ppo")
+    for output, its_base in ((sft, base), (ppo, str(sft.resolve()))):
+        assert not (output / "config.json").exists()
+        assert json.loads((output / ADAPTER_CONFIG).read_text())["base_model_name_or_path"] == its_base
+    ids = torch.tensor([[5, 20, 21, 22, 23]])
+    with torch.no_grad():
+        ours = AutoModelForCausalLM.from_pretrained(resolve_checkpoint(str(sft)))(ids).logits
+        peft_own = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), sft)(ids).logits
+        untrained = AutoModelForCausalLM.from_pretrained(base)(ids).logits
+    torch.testing.assert_close(ours, peft_own, atol=1e-5, rtol=0)  # peft's own format: it loads it the same
+    assert not torch.allclose(ours, untrained, atol=1e-3), "the adapters carry what step 1 trained"
+    assert json.loads((config.step_dir("reward") / "summary.json").read_text())["eval_accuracy"] is not None
+    assert isinstance(ChatSession.load(ppo, max_new_tokens=4).ask("Sort: 3 1 2"), str)
+
+
+def test_without_held_out_prompts_step_3_says_it_evaluates_on_training_prompts(runtime, caplog):
+    from types import SimpleNamespace
+
+    from kuberlhf_trainer.steps.ppo import _eval_prompts
+
+    held_out = SimpleNamespace(train=["t1", "t2", "t3"], eval=["e1"])
+    assert _eval_prompts(held_out, 2, runtime) == ["e1"] and not caplog.records
+    none_held_out = SimpleNamespace(train=["t1", "t2", "t3"], eval=[])
+    assert _eval_prompts(none_held_out, 2, runtime) == ["t1", "t2"]
+    assert "evaluating on 2 TRAINING prompts" in caplog.text and "eval_prompts_held_out" in caplog.text

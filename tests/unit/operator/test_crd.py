@@ -150,6 +150,9 @@ def test_a_union_without_structural_form_names_the_field():
 VIOLATIONS = [
     ("ModelSettings", {"actor_model": {"name_or_path": "m", "offload": True}}, "actor_model"),
     ("ModelSettings", {"reward_model": {"name_or_path": "m", "lora": {"only_optimize": True}}}, "reward_model"),
+    ("ModelSettings", {"actor_model": {"name_or_path": "m", "lora": {"dim": 8, "merge_on_save": False}}}, "actor_model"),
+    ("ModelSettings", {"actor_model": {"name_or_path": "builtin:llama-tiny",
+                                       "lora": {"dim": 8, "only_optimize": True, "merge_on_save": False}}}, "actor_model"),
     ("SyntheticTaskSettings", {"data": {"synthetic": {"min_digits": 9}}}, "data.synthetic"),
     ("RunConfig", {"steps": ["ppo", "sft"]}, "steps"),
     ("RunConfig", {"nproc_per_node": 2}, "(top level)"),

@@ -18,6 +18,7 @@ from ..data.sampler import ResumableSampler
 from ..engine import Runtime
 from ..metrics import TrainingMetrics
 from ..resume import Checkpointer, StepClock, StopSignal, saved_world_size
+from ..lora_checkpoints import base_reference
 from ..models import apply_lora, is_lora_model
 from ..value_model import ValueModel, save_value_model
 
@@ -149,9 +150,13 @@ def save_model(trained: TrainableModel, directory: Path, build_base: Callable, r
 
 
 def _merged(module, state: dict, settings: ModelSettings, build_base: Callable):
-    """(model, state to save with it): the LoRA-merged plain model when merging applies."""
-    if is_lora_model(module) and settings.lora.merge_on_save:
+    """(model, state to save with it): the LoRA-merged plain model when merging applies; else the
+    peft model, which saves its adapters in peft's format, naming the base they apply to."""
+    if not is_lora_model(module):
+        return module, state
+    if settings.lora.merge_on_save:
         return checkpoint.merge_lora_state_dict(state, build_base, module.peft_config["default"]), None
+    module.peft_config["default"].base_model_name_or_path = base_reference(settings.name_or_path)
     return module, state
 
 

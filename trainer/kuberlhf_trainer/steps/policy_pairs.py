@@ -24,6 +24,7 @@ from ..data.records import Sample, format_answer
 from ..data.tokenize import PairExample, encode_pair, pad_left
 from ..engine import Runtime
 from ..generation import decode_answers, generate
+from ..lora_checkpoints import is_checkpoint, resolve_checkpoint
 from .common import StepInputError
 
 log = logging.getLogger(__name__)
@@ -48,11 +49,11 @@ def labelled_policy_pairs(config: RunConfig, runtime: Runtime, tokenizer) -> Pol
         log.warning("reward.policy_samples is set but no dataset has a ground-truth scorer; skipped")
         return PolicyPairs()
     sft_dir = config.step_dir("sft")
-    if not (sft_dir / "config.json").exists():
+    if not is_checkpoint(sft_dir):
         raise StepInputError(f"reward.policy_samples samples the SFT model, but {sft_dir} has none: run step sft first")
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(sft_dir).to(runtime.device)
+    model = AutoModelForCausalLM.from_pretrained(resolve_checkpoint(str(sft_dir))).to(runtime.device)
     torch.manual_seed(config.seed + runtime.rank)  # the same samples again when a resumed step redoes this
     sampling = GenerationSettings(temperature=config.reward.policy_sample_temperature, top_k=0, top_p=1.0)
     result, scores = PolicyPairs(), []

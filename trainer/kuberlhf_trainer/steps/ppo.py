@@ -12,6 +12,7 @@ and the EMA actor in ppo/actor_ema/.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from ..data.prepare import step_examples, tokenizer_fingerprint
 from ..data.pretraining import collate_blocks, load_texts, text_blocks
 from ..data.tokenize import collate_prompts
 from ..engine import Runtime
+from ..lora_checkpoints import is_checkpoint
 from ..metrics import TrainingMetrics, forward_flops, peak_memory_mb, training_flops
 from ..models import count_parameters, load_tokenizer
 from ..rlhf.engine import RLHFEngine
@@ -33,6 +35,8 @@ from ..rlhf.evaluation import evaluate_policy
 from ..rlhf.experience import Experience
 from ..rlhf.trainer import PPOTrainer
 from .common import Progress, StepContext, StepInputError, make_loader, save_model, to_device
+
+log = logging.getLogger(__name__)
 
 
 def run(ctx: StepContext) -> dict:
@@ -54,7 +58,7 @@ def run(ctx: StepContext) -> dict:
     engine = RLHFEngine(actor_dir, reward_dir, tokenizer, optimizer_steps, config, runtime,
                         load_universal=ctx.load_universal)
     trainer = PPOTrainer(engine, ppo)
-    eval_prompts = data.eval[: ppo.eval_prompts] or data.train[: ppo.eval_prompts]
+    eval_prompts = _eval_prompts(data, ppo.eval_prompts, runtime)
     evaluate = lambda: evaluate_policy(trainer, eval_prompts, runtime)  # noqa: E731
 
     ptx = _ptx_batches(config, tokenizer, runtime)
@@ -77,11 +81,24 @@ def run(ctx: StepContext) -> dict:
 
     _save(engine, out_dir, tokenizer, runtime)
     summary = _summary(before, after, after_ema, history, len(data.train), data.skipped, len(eval_prompts))
+    summary["eval_prompts_held_out"] = bool(data.eval)
     return summary | {"throughput": throughput, "throughput_after_first_iteration": warm}
 
 
+def _eval_prompts(data, count: int, runtime: Runtime) -> list:
+    """Held-out prompts to evaluate on; the training prompts, said loudly, when the split left none."""
+    if data.eval:
+        return data.eval[:count]
+    if runtime.is_main:
+        log.warning("ppo: the data split left no held-out prompts: evaluating on %d TRAINING prompts, so the reward, "
+                    "KL and task scores in the summary are not held-out figures (summary: eval_prompts_held_out "
+                    "false). More data, or a larger ppo share of data.data_split, gives held-out prompts.",
+                    min(count, len(data.train)))
+    return data.train[:count]
+
+
 def _require_checkpoint(path: str, step: str) -> str:
-    if not (Path(path) / "config.json").exists():
+    if not is_checkpoint(path):
         raise StepInputError(f"ppo: no checkpoint at {path} (run step {step} first, or set ppo.actor_checkpoint / ppo.reward_checkpoint)")
     return path
 

@@ -15,6 +15,7 @@ from ..config import RunConfig
 from ..data.prepare import step_examples
 from ..data.tokenize import collate_pairs
 from ..engine import Runtime
+from ..lora_checkpoints import is_checkpoint
 from ..losses import pairwise_ranking_loss, tokenwise_ranking_loss
 from ..models import count_parameters, eval_mode, load_pretrained, model_config, tokenizer_for, zero3_loading
 from ..value_model import ValueModel, scores_at
@@ -92,7 +93,7 @@ def _backbone_settings(config: RunConfig):
     if not config.reward.init_from_sft:
         return config.reward_model
     sft_dir = config.step_dir("sft")
-    if not (sft_dir / "config.json").exists():
+    if not is_checkpoint(sft_dir):
         raise StepInputError(f"reward.init_from_sft needs the SFT checkpoint, but {sft_dir} has none: run step sft first")
     return config.reward_model.model_copy(update={"name_or_path": str(sft_dir), "tokenizer": None})
 
