@@ -42,7 +42,7 @@ from .events import Event, restart_ignored, transition_events
 from .job import InvalidSpec, Job
 from .names import CHILD_KINDS, RESTART_ANNOTATION, STAGES, child_name
 from .observe import KUBELET_DISRUPTIONS, Child, Pod, describe
-from .starting import WAITING_FOR_PODS, check_start, still_starting
+from .starting import QUOTA_EXCEEDED, check_start, needs_events, still_starting
 from .summary import set_phase_conditions, summarize
 from .validate import INVALID_SPEC, Problem, problems
 
@@ -113,6 +113,15 @@ def failures_to_explain(job: Job, children: Sequence[Child]) -> list[Child]:
     current = {(s.name, s.attempt) for s in job.status.stages if s.state in ACTIVE_STATES}
     return [c for c in children if c.state == "Failed" and (c.stage, c.attempt) in current
             and c.owner_uid == job.uid]
+
+
+def children_without_pods(job: Job, children: Sequence[Child], pods: Sequence[Pod], now: str) -> list[Child]:
+    """Current children still starting with no pod for a while: the caller reads their latest
+    Warning event (Child.warning) first, as only it says why the pods were not made."""
+    current = {(s.name, s.attempt) for s in job.status.stages if s.state in ACTIVE_STATES}
+    with_pods = {p.child for p in pods}
+    return [c for c in children if (c.stage, c.attempt) in current and c.owner_uid == job.uid
+            and needs_events(c, c.name in with_pods, now)]
 
 
 def missing_children(job: Job, children: Sequence[Child]) -> list[tuple[str, str]]:
@@ -252,7 +261,9 @@ def _check_start(job: Job, stage: StageStatus, child: Child, pods: Sequence[Pod]
         stage.state = "Starting"
         stage.reason, stage.message = "Starting", f"starting attempt {stage.attempt}"
     if check.waiting:
-        stage.reason, stage.message = WAITING_FOR_PODS, check.waiting
+        if check.reason == QUOTA_EXCEEDED and stage.reason != QUOTA_EXCEEDED:  # once, as creation_waiting
+            decision.events.append(Event("Warning", QUOTA_EXCEEDED, f"Stage {stage.name}: {check.waiting}"))
+        stage.reason, stage.message = check.reason, check.waiting
 
 
 def _note_disruption(stage: StageStatus, pods: Sequence[Pod]) -> None:

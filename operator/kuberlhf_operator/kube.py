@@ -117,6 +117,14 @@ class Kube:
         pods = self.core.list_namespaced_pod(namespace, label_selector=f"{KUBEFLOW_JOB_NAME_LABEL}={child}").items
         return pod_failure([Pod.from_body(self.core.api_client.sanitize_for_serialization(p)) for p in pods])
 
+    def latest_warning(self, namespace: str, uid: str) -> tuple[str, str] | None:
+        """(reason, message) of the newest Warning event about the object with this uid, if any."""
+        events = self.core.list_namespaced_event(namespace, field_selector=f"involvedObject.uid={uid},type=Warning").items
+        if not events:
+            return None
+        newest = max(events, key=lambda e: str(e.last_timestamp or e.event_time or e.metadata.creation_timestamp))
+        return newest.reason or "", (newest.message or "").strip()
+
     # -- changing ------------------------------------------------------------------------
 
     def patch_status(self, namespace: str, name: str, resource_version: str, status: dict[str, Any]) -> str | None:

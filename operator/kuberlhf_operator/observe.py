@@ -77,6 +77,9 @@ class Child:
     deleting: bool
     failure: FailureDetail | None = None
     since: str = ""  # when it last began to start: created, or resumed (by us or by Kueue)
+    # (reason, message) of its latest Warning event, read while it has no pod: why the Kubeflow
+    # operator could not make them (a quota, an admission policy) is said nowhere else.
+    warning: tuple[str, str] | None = None
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> "Child":

@@ -27,14 +27,15 @@ from . import metrics
 from .api import RLHFJobStatus
 from .builders import build_child, build_config_map, build_pvc, claim_for
 from .clock import utc_now
-from .decide import (CreateChild, Decision, DeleteChild, SuspendChild, attempt_creation_failed, creation_waiting,
-                     decide, failures_to_explain, missing_children, unreadable)
+from .decide import (CreateChild, Decision, DeleteChild, SuspendChild, attempt_creation_failed, children_without_pods,
+                     creation_waiting, decide, failures_to_explain, missing_children, unreadable)
 from .events import Event, stage_transitions
 from .freshness import Freshness
 from .job import InvalidSpec, Job
 from .kube import ForeignObject, Kube, LeftBehind, StaleObject, is_quota_refusal
 from .names import CHILD_KINDS, FINALIZER, child_name
 from .observe import Child, Pod
+from .starting import QUOTA_EXCEEDED
 
 log = logging.getLogger(__name__)
 CONFLICT_RETRIES = 3
@@ -141,7 +142,8 @@ class Reconciler:
         except InvalidSpec as error:
             self._unreadable(body, error)
             return None
-        decision = decide(job, self._explained(job, children), self.clock(), pods)
+        now = self.clock()
+        decision = decide(job, self._explained(job, children, pods, now), now, pods)
         resource_version = body["metadata"]["resourceVersion"]
         if decision.status != job.status:
             patch = status_patch(decision.status)
@@ -172,12 +174,15 @@ class Reconciler:
         self.freshness.settled(meta["uid"])
         self.phases.set(meta["uid"], "Failed")
 
-    def _explained(self, job: Job, children: Sequence[Child]) -> list[Child]:
-        """Children, with the failed ones about to be judged carrying their pods' reason, and the
-        ones about to be judged deleted looked up once more: a watch can lag, a GET does not."""
+    def _explained(self, job: Job, children: Sequence[Child], pods: Sequence[Pod], now: str) -> list[Child]:
+        """Children, with the failed ones about to be judged carrying their pods' reason, those that
+        have no pod yet their latest Warning event, and the ones about to be judged deleted looked
+        up once more: a watch can lag, a GET does not."""
         failed = {c.name for c in failures_to_explain(job, children)}
-        out = [replace(c, failure=self.kube.failure_detail(job.namespace, c.name)) if c.name in failed else c
-               for c in children]
+        podless = {c.name for c in children_without_pods(job, children, pods, now)}
+        out = [replace(c, failure=self.kube.failure_detail(job.namespace, c.name)) if c.name in failed
+               else replace(c, warning=self.kube.latest_warning(job.namespace, c.uid)) if c.name in podless
+               else c for c in children]
         for kind, name in missing_children(job, children):
             found = self.kube.get_child(kind, job.namespace, name)
             if found is not None:
@@ -232,7 +237,7 @@ class Reconciler:
             return "NameInUse", str(error), True
         except ApiException as error:
             if is_quota_refusal(error):
-                return "QuotaExceeded", _api_message(error), True
+                return QUOTA_EXCEEDED, _api_message(error), True
             if error.status in PERMANENT:
                 hint = f" (is the Kubeflow API for launcher {job.spec.launcher} installed?)" if error.status == 404 else ""
                 return "ChildCreationFailed", f"{error.status} {error.reason}: {_api_message(error)}{hint}", False

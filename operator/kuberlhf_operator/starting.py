@@ -23,6 +23,11 @@ from .observe import Child, Pod, describe
 START_DEADLINE = "StartDeadlineExceeded"
 IMAGE_PULL_FAILED = "ImagePullFailed"
 WAITING_FOR_PODS = "WaitingForPods"
+QUOTA_EXCEEDED = "QuotaExceeded"
+NO_PODS_GRACE_S = 5.0
+"""The Kubeflow operators make a child's pods within a second or two of seeing it. A child with no
+pod after this long was refused them (a ResourceQuota, an admission policy), and only the child's
+events say so: the caller reads them (Child.warning) from then on."""
 HOPELESS_IMAGE = ("InvalidImageName", "ErrImageNeverPull")
 PULL_FAILING = ("ErrImagePull", "ImagePullBackOff")
 SHOWN = 3  # pods named in a message; the rest are counted
@@ -31,6 +36,7 @@ SHOWN = 3  # pods named in a message; the rest are counted
 @dataclass(frozen=True)
 class StartCheck:
     waiting: str = ""                         # the stage's message while it waits ("" : nothing to add)
+    reason: str = WAITING_FOR_PODS            # ... and its reason
     failure: tuple[str, str] | None = None    # (reason, message): the attempt fails now
     permanent: bool = False                   # ... and retrying cannot help
     recheck_in: float | None = None           # seconds until a deadline passes, if nothing else happens
@@ -40,6 +46,12 @@ def still_starting(child: Child, pods: Sequence[Pod]) -> bool:
     """Not every pod runs yet: the child has not reported Running, or it has (a PyTorchJob's master
     runs) while another of its pods is still pending (torchrun waits for every node)."""
     return child.state == "Starting" or (child.state == "Running" and any(p.waiting for p in pods))
+
+
+def needs_events(child: Child, has_pods: bool, now: str) -> bool:
+    """Whether the caller should read the child's Warning events for this pass: it is still starting
+    and has had no pod for NO_PODS_GRACE_S."""
+    return child.state == "Starting" and not has_pods and _elapsed(child, now) >= NO_PODS_GRACE_S
 
 
 def check_start(child: Child, pods: Sequence[Pod], spec: StageSpec, now: str) -> StartCheck:
@@ -55,16 +67,35 @@ def check_start(child: Child, pods: Sequence[Pod], spec: StageSpec, now: str) ->
     if stuck:
         return StartCheck(failure=(IMAGE_PULL_FAILED, f"{summary(stuck)} (no image after "
                                    f"{spec.image_pull_deadline_seconds} s: imagePullDeadlineSeconds)"))
-    elapsed = seconds_between(child.since, now) if child.since else 0.0
+    elapsed = _elapsed(child, now)
     if elapsed >= spec.start_deadline_seconds:
-        why = summary(waiting) or (f"no pod was created; the {child.kind}'s events say why (e.g. a quota)"
-                                   if not pods else "its pods are not all running")
+        why = summary(waiting) or (_no_pods(child) if not pods else "its pods are not all running")
         return StartCheck(failure=(START_DEADLINE, f"pods not running after {spec.start_deadline_seconds} s "
                                                    f"(startDeadlineSeconds): {why}"))
     deadlines = [spec.start_deadline_seconds - elapsed,
                  *(spec.image_pull_deadline_seconds - seconds for seconds in pulls.values())]
-    return StartCheck(waiting=f"waiting for pods: {summary(waiting)}" if waiting else "",
-                      recheck_in=max(min(deadlines), 1.0))
+    if not pods and elapsed < NO_PODS_GRACE_S:
+        deadlines.append(NO_PODS_GRACE_S - elapsed)  # then the child's events are read
+    recheck = max(min(deadlines), 1.0)
+    if waiting:
+        return StartCheck(waiting=f"waiting for pods: {summary(waiting)}", recheck_in=recheck)
+    if not pods and child.warning is not None:
+        quota = "exceeded quota" in child.warning[1]
+        return StartCheck(waiting=f"waiting for pods: {_no_pods(child)}", recheck_in=recheck,
+                          reason=QUOTA_EXCEEDED if quota else WAITING_FOR_PODS)
+    return StartCheck(recheck_in=recheck)
+
+
+def _elapsed(child: Child, now: str) -> float:
+    return seconds_between(child.since, now) if child.since else 0.0
+
+
+def _no_pods(child: Child) -> str:
+    """Why a child has no pod, as far as its events say."""
+    if child.warning is None:
+        return f"no pod was created; the {child.kind}'s events say why (e.g. a quota)"
+    reason, message = child.warning
+    return f"no pod was created; the {child.kind} warns: {reason}: {message}".rstrip(": ")
 
 
 def summary(pods: Sequence[Pod]) -> str:

@@ -37,12 +37,13 @@ def make_job(**kwargs: Any) -> Job:
 
 def child(stage: str, attempt: int = 1, state: str = "Running", *, kind: str = "PyTorchJob", reason: str = "",
           message: str = "", suspend: bool = False, kueue: bool = False, owner: str = UID,
-          deleting: bool = False, job: str = "demo", since: str = NOW) -> Child:
+          deleting: bool = False, job: str = "demo", since: str = NOW,
+          warning: tuple[str, str] | None = None) -> Child:
     return Child(
         api_version="kubeflow.org/v1" if kind == "PyTorchJob" else "kubeflow.org/v2beta1",
         kind=kind, name=child_name(job, stage, attempt), uid=f"uid-{stage}-{attempt}", stage=stage,
         attempt=attempt, owner_uid=owner, state=state, reason=reason, message=message,
-        suspend_requested=suspend, kueue_managed=kueue, deleting=deleting, since=since,
+        suspend_requested=suspend, kueue_managed=kueue, deleting=deleting, since=since, warning=warning,
     )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from kuberlhf_operator.decide import CreateChild, DeleteChild, creation_waiting, decide
+from kuberlhf_operator.decide import CreateChild, DeleteChild, children_without_pods, creation_waiting, decide
 from kuberlhf_operator.job import Job
 from kuberlhf_operator.names import RESTART_ANNOTATION
 from kuberlhf_operator.observe import FailureDetail, pod_failure
@@ -114,6 +114,39 @@ def test_a_child_whose_pods_never_appear_fails_at_the_deadline_pointing_at_its_e
     decision = decide(job, [child("sft", state="Starting")], at(300), [])
     assert "no pod was created; the PyTorchJob's events say why (e.g. a quota)" in \
            decision.status.stage_status("sft").message
+
+
+QUOTA_ON_PODS = ('Error creating: pods "demo-sft-1-master-0" is forbidden: exceeded quota: team, requested: '
+                 'requests.nvidia.com/gpu=1, used: requests.nvidia.com/gpu=8, limited: requests.nvidia.com/gpu=8')
+
+
+def test_pods_a_quota_refused_to_the_kubeflow_operator_are_waited_for_in_its_own_words():
+    """A quota on GPUs refuses the training-operator's pods, not our child: the child's Warning
+    event is the only place that says so, so it is read once the child has been podless a while."""
+    job = started({"stages": {"sft": {"startDeadlineSeconds": 600}}})
+    fresh = child("sft", state="Starting", since=at(0))
+    assert children_without_pods(job, [fresh], [], at(2)) == []  # the operator may not have made them yet
+    assert decide(job, [fresh], at(2), []).recheck_in == 3  # ... so look again when it should have
+    assert children_without_pods(job, [fresh], [], at(5)) == [fresh]
+    assert children_without_pods(job, [fresh], [pod("demo-sft-1", conditions=scheduled())], at(5)) == []
+
+    refused = replace(fresh, warning=("FailedCreatePod", QUOTA_ON_PODS))
+    decision, job = run(job, [refused], now=at(10))
+    sft = stage(job)
+    assert (sft.state, sft.attempt, sft.failed_attempts, sft.reason) == ("Starting", 1, 0, "QuotaExceeded")
+    assert sft.message == f"waiting for pods: no pod was created; the PyTorchJob warns: FailedCreatePod: {QUOTA_ON_PODS}"
+    assert warnings(decision) == {"QuotaExceeded": f"Stage sft: {sft.message}"}
+    assert decide(job, [refused], at(70), []).events == []  # said once
+
+    failed = decide(job, [refused], at(600), []).status.stage_status("sft")
+    assert failed.reason == "StartDeadlineExceeded" and f"FailedCreatePod: {QUOTA_ON_PODS}" in failed.message
+
+
+def test_a_podless_child_whose_events_say_nothing_still_waits_quietly():
+    job = started()
+    decision = decide(job, [child("sft", state="Starting", since=at(0), warning=None)], at(30), [])
+    assert stage(Job.from_body(job_body(status=decision.status.model_dump(by_alias=True)))).reason == "Starting"
+    assert decision.events == [] and decision.actions == []
 
 
 def test_the_clock_starts_when_kueue_admits_the_child_not_when_it_was_created():

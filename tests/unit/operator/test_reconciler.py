@@ -4,13 +4,15 @@ how children are sent (strict field validation; a name still held by a deleted j
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 
 import pytest
+from kubernetes.client import CoreV1Event, CoreV1EventList, V1ObjectMeta, V1ObjectReference
 from kubernetes.client.exceptions import ApiException
 
 from kuberlhf_operator.kube import Kube, LeftBehind, is_quota_refusal
 from kuberlhf_operator.reconciler import CreationWaits, Reconciler
-from rlhfjob_factories import NOW, UID, job_body
+from rlhfjob_factories import NOW, UID, child, job_body
 
 QUOTA = ('pytorchjobs.kubeflow.org "demo-sft-1" is forbidden: exceeded quota: team-jobs, requested: '
          'count/pytorchjobs.kubeflow.org=1, used: count/pytorchjobs.kubeflow.org=4, limited: '
@@ -123,3 +125,49 @@ def test_a_name_held_by_the_child_of_a_deleted_job_of_the_same_name_is_waited_fo
     custom.answers["get_namespaced_custom_object"] = foreign
     with pytest.raises(Exception, match="another object controls it"):
         kube_with(custom).create(child_manifest())
+
+
+class FakeKubeWithEvents(FakeKube):
+    """An API server where the child exists, has no pod, and the training-operator's pod creation was
+    refused by a quota (its Warning event says so)."""
+
+    def __init__(self, warning: tuple[str, str] | None):
+        super().__init__()
+        self.warning = warning
+        self.event_reads: list[str] = []
+
+    def latest_warning(self, namespace, uid):
+        self.event_reads.append(uid)
+        return self.warning
+
+
+def test_a_child_without_pods_is_explained_by_its_latest_warning_event_read_only_then():
+    kube = FakeKubeWithEvents(("FailedCreatePod", 'pods "demo-sft-1-master-0" is forbidden: exceeded quota: team'))
+    clock = {"now": NOW}
+    reconciler = Reconciler(kube, post_event=lambda ref, event: None, clock=lambda: clock["now"])
+    reconciler.reconcile(job_body(), lambda: [], trigger="rlhfjob")  # claims sft attempt 1
+    body = job_body(status=kube.statuses[-1])
+    body["metadata"]["resourceVersion"] = "8"
+    created = child("sft", state="Starting", since=NOW)
+    reconciler.reconcile(body, lambda: [created], trigger="child")  # fresh: its pods may yet come
+    assert kube.event_reads == []
+
+    clock["now"] = "2026-01-01T00:00:10Z"
+    body["metadata"]["resourceVersion"] = "9"
+    reconciler.reconcile(body, lambda: [created], trigger="resync")
+    assert kube.event_reads == [created.uid]
+    sft = next(s for s in kube.statuses[-1]["stages"] if s["name"] == "sft")
+    assert (sft["state"], sft["reason"]) == ("Starting", "QuotaExceeded")
+    assert "the PyTorchJob warns: FailedCreatePod: pods \"demo-sft-1-master-0\" is forbidden" in sft["message"]
+
+
+def test_the_latest_warning_is_read_by_the_childs_uid_newest_first():
+    old = CoreV1Event(involved_object=V1ObjectReference(), metadata=V1ObjectMeta(), reason="FailedCreatePod",
+                  message="exceeded quota (old)", last_timestamp=datetime(2026, 1, 1, 0, 0, 1, tzinfo=timezone.utc))
+    new = CoreV1Event(involved_object=V1ObjectReference(), metadata=V1ObjectMeta(), reason="FailedCreatePod",
+                  message="exceeded quota (new) ", last_timestamp=datetime(2026, 1, 1, 0, 0, 9, tzinfo=timezone.utc))
+    core = RecordingApi(list_namespaced_event=CoreV1EventList(items=[new, old]))
+    assert kube_with(RecordingApi(), core).latest_warning("team", "uid-1") == ("FailedCreatePod", "exceeded quota (new)")
+    assert core.calls[0][2]["field_selector"] == "involvedObject.uid=uid-1,type=Warning"
+    core.answers["list_namespaced_event"] = CoreV1EventList(items=[])
+    assert kube_with(RecordingApi(), core).latest_warning("team", "uid-1") is None
