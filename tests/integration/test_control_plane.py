@@ -105,7 +105,7 @@ def test_invalid_training_job_is_rejected_by_schema(control_plane, namespace, ma
 
 
 def test_status_subresource_patch(control_plane, namespace):
-    """How a simulated training-operator marks a child job Succeeded."""
+    """A child job's status is written through its status subresource, as the training-operator does."""
     api = client.CustomObjectsApi(control_plane.api_client())
     api.create_namespaced_custom_object(GROUP, "v1", namespace, "pytorchjobs", pytorchjob("job-s"))
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

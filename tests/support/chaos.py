@@ -1,12 +1,18 @@
 """The operator's chaos run: many RLHFJobs while everything around the operator goes wrong.
 
+It runs in the test cluster (tests/support/kube_cluster.py): the real training-operator and
+mpi-operator make each child's pods, the scheduler places them on KWOK's nodes, and a scripted
+trainer (tests/support/scripted_trainer.py) ends each child's leader pod after a short "training".
+
 - the operator is killed with SIGKILL at random moments and started again (empty memory);
-- the API server is restarted once, in the middle;
-- child jobs fail at random: whether a child fails is a pure function of its name and the seed,
-  so the right outcome of every RLHFJob (its phase and the exact set of children) is known in
-  advance, whatever the timing;
+- the API server is restarted once, in the middle (every controller of the cluster sees it too;
+  the cluster starts again one that exits, as a kubelet would);
+- child jobs fail at random: whether a child's pod fails is a pure function of the child's name
+  and the seed, so the right outcome of every RLHFJob (its phase and the exact set of children) is
+  known in advance, whatever the timing;
 - between the operator and the API server sits a proxy that injects errors (before and after
-  a request took effect), 409 conflicts and expired watches (410 Gone).
+  a request took effect), 409 conflicts and expired watches (410 Gone). The Kubeflow
+  controllers and the scripted trainer talk to the API server directly.
 
 Used by tests/integration/operator/test_operator_chaos.py (sized for CI) and by
 bench/operator_chaos.py (the full 50 jobs). `ChaosRun.run()` returns the figures; `problems()`
@@ -23,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.counting_proxy import CountingProxy, Faults, proxy_kubeconfig
-from tests.support.controlplane import ControlPlane
+from tests.support.kube_cluster import KubeCluster
 from tests.support.operator_process import OperatorProcess
 from tests.support.rlhfjobs import Cluster, manifest
-from tests.support.simulated_training_operator import Outcome, SimulatedTrainingOperator
+from tests.support.scripted_trainer import RUNS_UNTIL_ENDED, Outcome, ScriptedTrainer
 
 STAGES = ("sft", "reward", "ppo")
 ACTIVE = ("Starting", "Queued", "Running", "Suspended")
@@ -58,7 +64,7 @@ def job_manifests(plan: ChaosPlan) -> list[dict[str, Any]]:
     for i in range(plan.jobs):
         limits = {s: rng.choice((0, 1, 2)) for s in STAGES}
         out.append(manifest(f"chaos{i:02d}", launcher="mpijob" if i % 5 == 4 else "pytorchjob",
-                            parallelSFTAndReward=i % 3 == 2,
+                            parallelSFTAndReward=i % 3 == 2, podAnnotations=RUNS_UNTIL_ENDED,
                             stages={s: {"gpusPerNode": 0, "retryLimit": limits[s]} for s in STAGES}))
     return out
 
@@ -83,7 +89,7 @@ def expected(plan: ChaosPlan, body: dict[str, Any]) -> tuple[str, set[str]]:
 
 
 class ChaosRun:
-    def __init__(self, cp: ControlPlane, namespace: str, workdir: Path, plan: ChaosPlan):
+    def __init__(self, cp: KubeCluster, namespace: str, workdir: Path, plan: ChaosPlan):
         self.cp, self.namespace, self.workdir, self.plan = cp, namespace, workdir, plan
         self.api = cp.api_client()
         self.cluster = Cluster(self.api, namespace)
@@ -105,13 +111,14 @@ class ChaosRun:
         self.operator = OperatorProcess(kubeconfig, self.workdir / "operator.log")
         rng = random.Random(plan.seed + 1)
         script = lambda child: Outcome(  # noqa: E731
-            "Failed" if fails(plan, child["metadata"]["name"]) else "Succeeded",
-            after=rng.uniform(*plan.train_seconds), message="injected failure")
-        self.sim = SimulatedTrainingOperator(self.api, namespace=self.namespace, script=script)
+            1 if fails(plan, child) else 0, "injected failure" if fails(plan, child) else "",
+            after=rng.uniform(*plan.train_seconds))
+        self.trainer = ScriptedTrainer(self.api, self.namespace, script)
+        restarts_before = dict(self.cp.restarts)
         started = time.monotonic()
         try:
             self.operator.start()
-            self.sim.start()
+            self.trainer.__enter__()
             for body in self.manifests:
                 self.cluster.create(body)
             killer = threading.Thread(target=self._kill_at_random, daemon=True)
@@ -124,16 +131,18 @@ class ChaosRun:
             quiet = self._quiet_period()
         finally:
             self._done.set()
-            self.sim.stop()
+            self.trainer.__exit__(None, None, None)
             self.operator.stop()
             proxy.stop()
+        self.component_restarts = {k: v - restarts_before.get(k, 0) for k, v in self.cp.restarts.items()
+                                   if v != restarts_before.get(k, 0)}
         self.duration = time.monotonic() - started
         return self.figures(settled, quiet)
 
     def _kill_at_random(self) -> None:
         restart_after = self.plan.restart_apiserver_after * sum(len(c) for _, c in self.expected.values())
         while not self._done.wait(self._rng.uniform(*self.plan.kill_every)):
-            if not self.apiserver_restarts and len(self.sim.created) >= restart_after:
+            if not self.apiserver_restarts and len(self.trainer.running) >= restart_after:
                 self.cp.restart_apiserver()
                 self.apiserver_restarts += 1
                 continue
@@ -174,7 +183,7 @@ class ChaosRun:
             if status.get("phase") not in ("Succeeded", "Failed") or any(
                     s["state"] in ACTIVE for s in status.get("stages") or []):
                 return False
-        return all(self.sim.state(n) in ("Succeeded", "Failed") for n in self._child_names())
+        return all(_ended(child) for child in self._children())
 
     def _quiet_period(self, seconds: float = 5.0) -> bool:
         """With faults off and no more kills, nothing may change any more: no late child."""
@@ -188,8 +197,11 @@ class ChaosRun:
         return self.cluster.custom.list_namespaced_custom_object("kuberlhf.io", "v1alpha1", self.namespace,
                                                                  "rlhfjobs")["items"]
 
+    def _children(self) -> list[dict[str, Any]]:
+        return self.cluster.children("PyTorchJob") + self.cluster.children("MPIJob")
+
     def _child_names(self) -> list[str]:
-        return sorted(self.cluster.child_names("PyTorchJob") + self.cluster.child_names("MPIJob"))
+        return sorted(c["metadata"]["name"] for c in self._children())
 
     def problems(self) -> list[str]:
         out = [f"the operator exited on its own (codes {self.unexpected_exits})"] if self.unexpected_exits else []
@@ -229,6 +241,12 @@ class ChaosRun:
             "children_failed_on_purpose": sum(fails(self.plan, n) for n in children),
             "api_faults_injected": dict(sorted(self.plan.faults.injected.items())),
             "api_faults_total": sum(self.plan.faults.injected.values()),
-            "simulator_write_retries": self.sim.write_retries,
+            "cluster_components_restarted": self.component_restarts,
             "problems": self.problems(),
         }
+
+
+def _ended(child: dict[str, Any]) -> bool:
+    """The Kubeflow controller has marked the child Succeeded or Failed."""
+    return any(c["type"] in ("Succeeded", "Failed") and c["status"] == "True"
+               for c in (child.get("status") or {}).get("conditions") or [])

@@ -49,12 +49,14 @@ import os
 import signal
 import socket
 import ssl
+import threading
 import time
 import urllib.request
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import yaml
 
@@ -71,6 +73,7 @@ from tests.support.controlplane import (
 
 STAGES_FILE = Path(__file__).with_name("kwok_stages.yaml")
 START_TIMEOUT_S = 120  # 10-20 s here; generous for a loaded 2-core CI machine
+SUPERVISE_EVERY_S = 1.0
 
 # Pod annotations the KWOK Stages act on (kwok_stages.yaml says what each does).
 EXIT_CODE = "kwok.kuberlhf.io/exit-code"
@@ -82,6 +85,9 @@ PENDING_MESSAGE = "kwok.kuberlhf.io/pending-message"
 EVICT = "kwok.kuberlhf.io/evict"
 # The message the kubelet's eviction manager writes (pkg/kubelet/eviction/helpers.go).
 NODE_PRESSURE_MESSAGE = "The node was low on resource: memory. "
+
+# PersistentVolumes made for a test's namespace carry it (they are cluster-wide).
+VOLUME_NAMESPACE_LABEL = "kuberlhf.io/test-namespace"
 
 # Nodes KWOK manages carry this annotation (and kwok runs with the matching selector).
 KWOK_NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
@@ -112,6 +118,10 @@ WEBHOOK_CONFIGURATION = "validator.training-operator.kubeflow.org"
 WEBHOOK_DNS_NAME = "training-operator.kubeflow.svc"  # <--webhook-service-name>.<namespace>.svc
 WEBHOOK_CA_NAME = "training-operator-ca"             # the rotator checks the CA is valid for it
 ROTATOR_CERT_DIR = Path("/tmp/k8s-webhook-server/serving-certs")
+# Upstream's Deployment runs it with its defaults: one reconcile at a time and 20 requests/s
+# (burst 30). Each PyTorchJob pass makes several writes (pod, Service, status, events), so at those
+# settings a test with a dozen jobs waits seconds for pods; bench/operator_throughput.py measures both.
+TRAINING_OPERATOR_TUNING = ("--controller-threads=4", "--kube-api-qps=100", "--kube-api-burst=200")
 # mpi-operator (cmd/mpi-operator/app/server.go, v0.8.0).
 MPI_OPERATOR_LOCK_NAMESPACE = "mpi-operator"
 MPI_OPERATOR_HEALTH_PORT = 8080
@@ -168,6 +178,12 @@ def pod_exits(code: int = 0, message: str = "", after: str | None = None,
     if reason:
         annotations[TERMINATED_REASON] = reason
     return annotations
+
+
+def ends_now(annotations: dict[str, str]) -> dict[str, str | None]:
+    """`annotations` as a merge patch for a running pod that also removes a `run-for` its template
+    set (KWOK would otherwise wait that long before ending it)."""
+    return {RUN_FOR: None, **annotations}
 
 
 def pod_pending(reason: str = "ImagePullBackOff", message: str = "") -> dict[str, str]:
@@ -241,8 +257,10 @@ class KubeCluster(ControlPlane):
 
     def __init__(self, tools: Tools | None = None, workdir: Path | None = None,
                  nodes: Sequence[FakeNode] = DEFAULT_NODES, crds: Sequence[Path] = (),
-                 controllers: Sequence[str] = KCM_CONTROLLERS):
+                 controllers: Sequence[str] = KCM_CONTROLLERS,
+                 training_operator_args: Sequence[str] = TRAINING_OPERATOR_TUNING):
         super().__init__(tools or locate_cluster_tools(), workdir)
+        self.training_operator_args = list(training_operator_args)
         self.nodes = list(nodes)
         self.extra_crds = list(crds)
         self.kcm_controllers = list(controllers)
@@ -251,6 +269,9 @@ class KubeCluster(ControlPlane):
         self._ports: dict[str, int] = {}
         self._port_lock: Any = None
         self._api: Any = None  # kubernetes.client.ApiClient, made on first use
+        self.restarts: dict[str, int] = {}  # components started again after they exited (see _supervise)
+        self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
 
     # ---- lifecycle
 
@@ -268,10 +289,25 @@ class KubeCluster(ControlPlane):
             self.stop()
             raise
         self.started_in_s = time.monotonic() - began
+        self._supervisor = threading.Thread(target=self._supervise, daemon=True, name="kube-cluster-supervisor")
+        self._supervisor.start()
         return self
+
+    def _supervise(self) -> None:
+        """Start again a component that exited, as the kubelet restarts a crashed controller's pod.
+        mpi-operator, for one, exits when it cannot renew its leader lease for 5 s (an apiserver
+        restart in a chaos test); `restarts` counts what was started again."""
+        while not self._stopping.wait(SUPERVISE_EVERY_S):
+            for name, proc in list(self.components.items()):
+                if not proc.running() and not self._stopping.is_set():
+                    self.restarts[name] = self.restarts.get(name, 0) + 1
+                    proc.start()
 
     def stop(self) -> None:
         """Stop the controllers (all at once: each may take a moment), then the control plane."""
+        self._stopping.set()
+        if self._supervisor is not None:
+            self._supervisor.join(timeout=10)
         procs = [p for p in self.components.values() if p.popen is not None]
         for proc in procs:
             try:
@@ -393,6 +429,7 @@ class KubeCluster(ControlPlane):
                 f"--health-probe-bind-address=127.0.0.1:{self._ports['training-operator-probe']}",
                 "--metrics-bind-address=0",  # off: its default :8080 is mpi-operator's fixed port
                 "--zap-log-level=info",
+                *self.training_operator_args,
             ], {
                 # The webhook server reads its certificate from $TMPDIR/k8s-webhook-server/...
                 "TMPDIR": str(self.workdir / "training-operator-tmp"),
@@ -517,10 +554,60 @@ class KubeCluster(ControlPlane):
             time.sleep(0.05)
         return name
 
+    def delete_namespace(self, namespace: str) -> None:
+        """Delete a test's namespace and the volumes made for it, without waiting: the namespace
+        controller deletes what is in it, and the pods stop holding the fake nodes' capacity."""
+        from kubernetes import client
+
+        core = self._core()
+        try:
+            core.delete_namespace(namespace)
+        except client.ApiException as e:
+            if e.status != 404:
+                raise
+        core.delete_collection_persistent_volume(label_selector=f"{VOLUME_NAMESPACE_LABEL}={namespace}")
+
+    def provide_volume(self, namespace: str, claim: str, size: str = "1Gi",
+                       access_modes: Sequence[str] = ("ReadWriteMany",)) -> str:
+        """A PersistentVolume reserved for the claim `claim` (which may not exist yet, e.g. one the
+        operator makes from a claimTemplate), as a provisioner would make one: the claim binds to it.
+        A hostPath under this cluster's work dir; nothing mounts it (KWOK runs no containers)."""
+        name = f"{namespace}-{claim}"[:253]
+        self._core().create_persistent_volume({
+            "metadata": {"name": name, "labels": {VOLUME_NAMESPACE_LABEL: namespace}},
+            "spec": {"capacity": {"storage": size}, "accessModes": list(access_modes), "storageClassName": "",
+                     "persistentVolumeReclaimPolicy": "Retain",  # delete_namespace removes it
+                     "hostPath": {"path": str(self.workdir / "volumes" / name)},
+                     "claimRef": {"namespace": namespace, "name": claim}},
+        })
+        return name
+
+    def create_claim(self, namespace: str, claim: str, size: str = "1Gi",
+                     access_modes: Sequence[str] = ("ReadWriteMany",)) -> None:
+        """A claim bound to a volume of its own (see provide_volume)."""
+        self.provide_volume(namespace, claim, size, access_modes)
+        self._core().create_namespaced_persistent_volume_claim(namespace, {
+            "metadata": {"name": claim},
+            "spec": {"accessModes": list(access_modes), "storageClassName": "", "resources": {"requests": {"storage": size}}},
+        })
+
     def finish_pod(self, namespace: str, name: str, code: int, message: str = "") -> None:
-        """End a running pod with exit code `code` and termination message `message`: the
+        """End a running pod now with exit code `code` and termination message `message`: the
         kuberlhf-pod-exit Stage writes the status, as the kubelet would when its container exits."""
-        self._core().patch_namespaced_pod(name, namespace, {"metadata": {"annotations": pod_exits(code, message)}})
+        annotations = ends_now(pod_exits(code, message))
+        self._core().patch_namespaced_pod(name, namespace, {"metadata": {"annotations": annotations}})
+
+    @contextmanager
+    def paused(self, component: str) -> Iterator[None]:
+        """Freeze a component (SIGSTOP) for the block, e.g. the training-operator while several pods
+        end: on a real cluster the kubelets report exits from many nodes within the moment the
+        controller takes to react; here KWOK and the controller share one machine and would race."""
+        pid = self.components[component].popen.pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(pid, signal.SIGCONT)
 
     def evict_pod(self, namespace: str, name: str, message: str = NODE_PRESSURE_MESSAGE) -> None:
         """The kubelet evicts a running pod under node pressure (phase Failed, reason Evicted,

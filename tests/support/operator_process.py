@@ -39,7 +39,7 @@ class OperatorProcess:
                    KUBERLHF_OPERATOR_METRICS_PORT=str(self.metrics_port), **self.extra_env)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kuberlhf_operator", "--log-format", "plain",
+            [sys.executable, "-m", "kuberlhf_operator", "--log-format", "full",
              "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz"],
             stdout=log, stderr=subprocess.STDOUT, env=env,
         )

@@ -13,6 +13,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = REPO_ROOT / "manifests" / "crds" / "kuberlhf.io_rlhfjobs.yaml"
 GROUP, VERSION, PLURAL = "kuberlhf.io", "v1alpha1", "rlhfjobs"
 CHILD_PLURALS = {"PyTorchJob": ("v1", "pytorchjobs"), "MPIJob": ("v2beta1", "mpijobs")}
+SHARED_CLAIM = "shared"  # the claim manifest() mounts: a test's namespace provides it
 T = TypeVar("T")
 
 # A tiny run: the builtin sorting task and builtin models, CPU only, no hub access.
@@ -32,7 +33,7 @@ def manifest(name: str, **spec: Any) -> dict[str, Any]:
         "metadata": {"name": name},
         "spec": {
             "image": "kuberlhf-trainer:test",
-            "storage": {"claimName": "shared"},
+            "storage": {"claimName": SHARED_CLAIM},
             "config": copy.deepcopy(TINY_CONFIG),
             "stages": {s: {"gpusPerNode": 0} for s in ("sft", "reward", "ppo")},
         },
@@ -87,12 +88,31 @@ class Cluster:
         items = self.core.list_namespaced_event(self.namespace, field_selector=f"involvedObject.name={name}").items
         return [(e.type, e.reason, e.message) for e in items]
 
+    def pods(self, child: str) -> list[client.V1Pod]:
+        """The pods the Kubeflow operators made for a child job (launcher included), by name."""
+        items = self.core.list_namespaced_pod(self.namespace, label_selector=f"training.kubeflow.org/job-name={child}").items
+        return sorted(items, key=lambda p: p.metadata.name)
+
+    def running(self, child: str, count: int) -> list[client.V1Pod]:
+        """Wait until `count` of the child's pods run; returns them."""
+        return wait_for(f"{count} running pods of {child}", lambda: len(
+            pods := [p for p in self.pods(child) if p.status.phase == "Running"]) == count and pods)
+
     def phase(self, name: str) -> str | None:
         return (self.job(name).get("status") or {}).get("phase")
 
     def stage(self, name: str, stage: str) -> dict[str, Any]:
         stages = (self.job(name).get("status") or {}).get("stages") or []
         return next((s for s in stages if s["name"] == stage), {})
+
+
+def printed_columns(table: str) -> list[dict[str, str]]:
+    """Rows of `kubectl get` output as {header: value}: columns are cut where their headers start
+    (an empty column, such as COMPLETED while a job runs, is then "", not the next column's value)."""
+    header, *rows = table.rstrip("\n").split("\n")
+    starts = [i for i, ch in enumerate(header) if ch != " " and (i == 0 or header[i - 1] == " ")]
+    bounds = list(zip(starts, [*starts[1:], None]))
+    return [{header[a:b].strip(): row[a:b].strip() for a, b in bounds} for row in rows]
 
 
 def wait_for(what: str, check: Callable[[], T], timeout: float = 30, interval: float = 0.1) -> T:

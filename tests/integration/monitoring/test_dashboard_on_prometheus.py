@@ -1,9 +1,9 @@
 """Prometheus scrapes a real RLHFJob run and the operator; every dashboard query returns data.
 
-The whole path a cluster would take, with the two stand-ins the rest of the suite uses: the
-operator (a real process) runs an RLHFJob on the test API server; the simulated
-training-operator hands each child job to LocalPods, which runs the pod's own command — torchrun
-and the real trainer on the CPU, serving metrics on the job's spec.metricsPort. A real Prometheus
+The whole path a cluster would take, in the test cluster (the real training-operator makes each
+stage's master pod, kube-scheduler places it on a KWOK node): the operator (a real process) runs
+an RLHFJob, and LocalProcessKubelet runs each master pod's own command — torchrun and the real
+trainer on the CPU, serving metrics on the job's spec.metricsPort. A real Prometheus
 (Debian's) scrapes the trainer as the chart's PodMonitor says (honorLabels, path, namespace and
 pod labels as the Prometheus operator adds them) and the operator as its ServiceMonitor says.
 A ValidatingAdmissionPolicy refuses the status writes of a second job, so the operator's error
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,13 +26,11 @@ import pytest
 from chart_cluster import ChartOperator
 from chart_helm import MONITORING_APIS, one, render
 from grafana import Selection, load, panels, render_png, run_panel, variable_values
-from kubernetes import client
 from prometheus import Prometheus
 
 from tests.support.controlplane import free_port
-from tests.support.local_pods import LocalPods
-from tests.support.rlhfjobs import CRD_PATH, Cluster, manifest, wait_for
-from tests.support.simulated_training_operator import Outcome, SimulatedTrainingOperator
+from tests.support.local_pods import LocalProcessKubelet
+from tests.support.rlhfjobs import SHARED_CLAIM, Cluster, manifest, wait_for
 
 pytestmark = [pytest.mark.k8s, pytest.mark.slow]
 
@@ -102,7 +99,7 @@ def distinct_free_ports(count: int, taken: set[int]) -> list[int]:
     return ports
 
 
-def refuse_status_writes(control_plane) -> None:
+def refuse_status_writes(kube_cluster) -> None:
     """A cluster policy that refuses the operator's status writes of one RLHFJob (the errors panel)."""
     policy = f"""
 apiVersion: admissionregistration.k8s.io/v1
@@ -122,40 +119,40 @@ kind: ValidatingAdmissionPolicyBinding
 metadata: {{name: {POLICY}}}
 spec: {{policyName: {POLICY}, validationActions: [Deny]}}
 """
-    control_plane.kubectl("apply", "-f", "-", input=policy)
+    kube_cluster.kubectl("apply", "-f", "-", input=policy)
 
 
 @pytest.fixture(scope="module")
-def run(control_plane, tmp_path_factory) -> MonitoredRun:
-    control_plane.install_crds([CRD_PATH])
-    api = control_plane.api_client()
-    namespace = f"mon-{uuid.uuid4().hex[:6]}"
-    client.CoreV1Api(api).create_namespace({"metadata": {"name": namespace}})
+def run(kube_cluster, tmp_path_factory) -> MonitoredRun:
+    api = kube_cluster.api_client()
+    namespace = kube_cluster.create_namespace("mon")
+    kube_cluster.create_claim(namespace, SHARED_CLAIM)
     cluster = Cluster(api, namespace)
     root = tmp_path_factory.mktemp("monitoring")
     # The operator as the chart runs it, watching only this namespace (other tests' jobs stay
     # out of its counts), resyncing often so the refused job's errors recur within the run.
     deployment = one(render({"watchNamespaces": [namespace], "operator": {"resyncSeconds": 2}}), "Deployment")
-    operator = ChartOperator(deployment, Path(control_plane.kubeconfig), root / "operator.log")
+    operator = ChartOperator(deployment, Path(kube_cluster.kubeconfig), root / "operator.log")
     # Ports chosen now but bound later must not coincide (the trainer's is bound by each stage).
     trainer_port, prometheus_port = distinct_free_ports(2, taken={operator.metrics_port, operator.health_port})
-    pods = LocalPods(api, root)
-    script = lambda child: Outcome(work=lambda: pods.run(child))  # noqa: E731
-    refuse_status_writes(control_plane)
+    kubelet = LocalProcessKubelet(api, root)
+    refuse_status_writes(kube_cluster)
     operator.start()
     prometheus = Prometheus(scrape_configs(namespace, trainer_port, operator.metrics_port), port=prometheus_port,
                             scrape_interval=f"{int(SCRAPE_S * 1000)}ms").start()
     try:
         start = time.time()
-        with SimulatedTrainingOperator(api, namespace=namespace, script=script):
-            cluster.create(manifest(REFUSED, config=TINY_RUN, stages={s: {"gpusPerNode": 0, "retryLimit": 0}
-                                                                     for s in ("sft", "reward", "ppo")}))
-            cluster.create(manifest(JOB, config=TINY_RUN, metricsPort=trainer_port,
-                                    env=[{"name": "TOKENIZERS_PARALLELISM", "value": "false"}]))
-            wait_for(f"{JOB} to finish", lambda: cluster.phase(JOB) in ("Succeeded", "Failed"), timeout=600, interval=1)
+        cluster.create(manifest(REFUSED, config=TINY_RUN, stages={s: {"gpusPerNode": 0, "retryLimit": 0}
+                                                                 for s in ("sft", "reward", "ppo")}))
+        cluster.create(manifest(JOB, config=TINY_RUN, metricsPort=trainer_port,
+                                env=[{"name": "TOKENIZERS_PARALLELISM", "value": "false"}]))
+        for stage in ("sft", "reward", "ppo"):  # each master pod appears once the stage before succeeded
+            if kubelet.run_master(namespace, f"{JOB}-{stage}-1", start_timeout=120) != 0:
+                break
+        wait_for(f"{JOB} to finish", lambda: cluster.phase(JOB) in ("Succeeded", "Failed"), timeout=60, interval=1)
         job = cluster.job(JOB)
         assert job["status"]["phase"] == "Succeeded", (job["status"].get("message"),
-                                                       {n: pods.log(n)[-6000:] for n in pods.exit_codes})
+                                                       {n: kubelet.log(n)[-6000:] for n in kubelet.pods.exit_codes})
         time.sleep(4 * SCRAPE_S)  # the operator's last counts and a few more scrapes
         monitored = MonitoredRun(prometheus, namespace, start, time.time())
         if os.environ.get("KUBERLHF_DASHBOARD_PNG"):
@@ -163,11 +160,12 @@ def run(control_plane, tmp_path_factory) -> MonitoredRun:
                        Path(os.environ["KUBERLHF_DASHBOARD_PNG"]))
         yield monitored
     finally:
-        control_plane.kubectl("delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", POLICY,
-                              "--ignore-not-found")
+        kube_cluster.kubectl("delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", POLICY,
+                             "--ignore-not-found")
         prometheus.stop()
         operator.stop()
         api.close()
+        kube_cluster.delete_namespace(namespace)
 
 
 def test_prometheus_scraped_the_trainer_and_the_operator(run):

@@ -1,60 +1,49 @@
-"""Fixtures for the operator against the real control plane (helper fixture `control_plane`).
+"""Fixtures for the operator in the test cluster (helper fixture `kube_cluster`): the real
+training-operator and mpi-operator make the stages' pods, kube-scheduler places them on KWOK's
+fake nodes, kube-controller-manager runs the launcher's batch Job and the garbage collector.
 
 - `operator`: `python -m kuberlhf_operator` as a process, one per test module;
-- `namespace` / `cluster`: a fresh namespace per test, and read/write helpers on it;
-- `sim`: the simulated training-operator, watching only that namespace.
+- `namespace`: a fresh namespace per test holding the claim `shared` that the tests' RLHFJobs
+  mount (bound to a volume of its own), deleted afterwards so that its pods free the nodes;
+- `cluster`: read/write helpers on that namespace; `api`: an admin client.
+
+How a test makes a stage's pods run, exit, wait or be evicted: tests/support/kube_cluster.py.
 """
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
-from kubernetes import client
 
 from tests.support.operator_process import OperatorProcess
-from tests.support.rlhfjobs import CRD_PATH, Cluster
-from tests.support.simulated_training_operator import SimulatedTrainingOperator
-
-
-@pytest.fixture(scope="session")
-def rlhf_crd(control_plane):
-    """Our CRD, exactly as committed (the unit tests check it is what the generator writes)."""
-    control_plane.install_crds([CRD_PATH])
+from tests.support.rlhfjobs import SHARED_CLAIM, Cluster
 
 
 @pytest.fixture(scope="module")
-def operator(control_plane, rlhf_crd, tmp_path_factory):
-    proc = OperatorProcess(control_plane.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log")
+def operator(kube_cluster, tmp_path_factory):
+    proc = OperatorProcess(kube_cluster.kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log")
     proc.start()
     yield proc
     proc.stop()
 
 
 @pytest.fixture
-def api(control_plane):
-    api_client = control_plane.api_client()
+def api(kube_cluster):
+    api_client = kube_cluster.api_client()
     yield api_client
     api_client.close()
 
 
 @pytest.fixture
-def namespace(api, rlhf_crd) -> str:
-    # Namespaces are never deleted: that needs kube-controller-manager, which does not run here.
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    client.CoreV1Api(api).create_namespace({"metadata": {"name": name}})
-    return name
+def namespace(kube_cluster) -> str:
+    name = kube_cluster.create_namespace()
+    kube_cluster.create_claim(name, SHARED_CLAIM)
+    yield name
+    kube_cluster.delete_namespace(name)
 
 
 @pytest.fixture
 def cluster(api, namespace) -> Cluster:
     return Cluster(api, namespace)
-
-
-@pytest.fixture
-def sim(api, namespace):
-    with SimulatedTrainingOperator(api, namespace=namespace) as simulated:
-        yield simulated
 
 
 @pytest.hookimpl(wrapper=True)

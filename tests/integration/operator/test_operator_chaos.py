@@ -1,5 +1,5 @@
 """Chaos: RLHFJobs keep their promises while the operator is killed, the API server restarts,
-API calls fail and children fail.
+API calls fail and children fail, in the test cluster with the real Kubeflow controllers.
 
 Sized for CI (24 RLHFJobs, about a minute on two cores); `KUBERLHF_CHAOS_JOBS=50` runs the
 issue's full size, as does bench/operator_chaos.py, which prints the same figures, and
@@ -22,8 +22,8 @@ SEED = int(os.environ.get("KUBERLHF_CHAOS_SEED", "1"))
 
 
 def test_every_job_ends_right_with_one_child_per_attempt_through_kills_restarts_and_faults(
-        control_plane, rlhf_crd, namespace, tmp_path, capsys):
-    run = ChaosRun(control_plane, namespace, tmp_path, ChaosPlan(jobs=JOBS, seed=SEED))
+        kube_cluster, namespace, tmp_path, capsys):
+    run = ChaosRun(kube_cluster, namespace, tmp_path, ChaosPlan(jobs=JOBS, seed=SEED))
     figures = run.run()
     with capsys.disabled():
         print("\nchaos figures:", json.dumps(figures, indent=2))

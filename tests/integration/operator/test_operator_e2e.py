@@ -1,10 +1,12 @@
 """End to end: the operator's child jobs, run for real, train SFT -> reward -> PPO on the CPU.
 
-The simulated training-operator hands each PyTorchJob to LocalPods, which runs the master
-container's own command (torchrun ... kuberlhf_trainer step <stage> ...) as a local process
-and reports its exit code. So the operator -> trainer handoff is proven with real training:
-the ConfigMap the operator wrote is the config the trainer reads, and each stage finds the
-previous stage's checkpoint on the shared claim.
+In the test cluster the real training-operator makes each PyTorchJob's master pod, with the
+environment it injects (PET_*, MASTER_*), and kube-scheduler places it on a KWOK node;
+LocalProcessKubelet then runs that pod's own command (torchrun ... kuberlhf_trainer step <stage>
+...) as a local process and ends the pod with its exit code and termination message, from which
+the training-operator marks the child Succeeded. So the operator -> trainer handoff is proven with
+real training: the ConfigMap the operator wrote is the config the trainer reads, and each stage
+finds the previous stage's checkpoint on the shared claim.
 """
 
 from __future__ import annotations
@@ -13,9 +15,8 @@ import json
 
 import pytest
 
-from tests.support.local_pods import LocalPods
+from tests.support.local_pods import LocalProcessKubelet
 from tests.support.rlhfjobs import manifest, wait_for
-from tests.support.simulated_training_operator import Outcome, SimulatedTrainingOperator
 
 pytestmark = [pytest.mark.k8s, pytest.mark.slow]
 
@@ -34,23 +35,29 @@ TINY_RUN = {
 }
 
 
-def test_each_stage_runs_the_real_trainer_from_the_childs_own_command(operator, cluster, api, tmp_path):
-    pods = LocalPods(api, tmp_path)
-    script = lambda child: Outcome(work=lambda: pods.run(child))  # noqa: E731
-    with SimulatedTrainingOperator(api, namespace=cluster.namespace, script=script):
-        cluster.create(manifest("real", config=TINY_RUN, metricsPort=0,
-                                env=[{"name": "TOKENIZERS_PARALLELISM", "value": "false"}]))
-        wait_for("the job to finish", lambda: cluster.phase("real") in ("Succeeded", "Failed"), timeout=600,
-                 interval=1)
+def test_each_stage_runs_the_real_trainer_from_the_childs_own_pod(operator, cluster, api, tmp_path):
+    kubelet = LocalProcessKubelet(api, tmp_path)
+    cluster.create(manifest("real", config=TINY_RUN, metricsPort=0,
+                            env=[{"name": "TOKENIZERS_PARALLELISM", "value": "false"}]))
+    codes = {}
+    for stage in ("sft", "reward", "ppo"):  # each master appears once the stage before succeeded
+        codes[stage] = kubelet.run_master(cluster.namespace, f"real-{stage}-1", start_timeout=120)
+        if codes[stage]:
+            break
+    wait_for("the job to finish", lambda: cluster.phase("real") in ("Succeeded", "Failed"), timeout=60)
     job = cluster.job("real")
-    logs = {name: pods.log(name)[-3000:] for name in pods.exit_codes}
+    logs = {name: kubelet.log(name)[-3000:] for name in kubelet.pods.exit_codes}
     assert job["status"]["phase"] == "Succeeded", f"{job['status']['message']}\n{logs}"
-    assert pods.exit_codes == {"real-sft-1": 0, "real-reward-1": 0, "real-ppo-1": 0}
+    assert codes == {"sft": 0, "reward": 0, "ppo": 0}
 
-    output = pods.claim_dir("shared") / "real"  # <mountPath>/<job> on the claim
+    output = kubelet.pods.claim_dir("shared") / "real"  # <mountPath>/<job> on the claim
     for stage in ("sft", "reward", "ppo"):
         summary = json.loads((output / stage / "summary.json").read_text())
         assert summary["step"] == stage
         checkpoint = next(s for s in job["status"]["stages"] if s["name"] == stage)["checkpointPath"]
         assert checkpoint == f"/mnt/kuberlhf/real/{stage}"
     assert (output / "ppo" / "model.safetensors").exists()
+    # What ran was the pods the training-operator made: torchrun got the rank it injected.
+    master = cluster.pods("real-ppo-1")[0]
+    assert {e.name: e.value for e in master.spec.containers[0].env}["PET_NODE_RANK"] == "0"
+    assert master.status.container_statuses[0].state.terminated.exit_code == 0

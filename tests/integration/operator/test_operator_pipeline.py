@@ -1,4 +1,6 @@
-"""The operator against a real kube-apiserver, with the simulated training-operator running children.
+"""The operator in the test cluster: the real training-operator and mpi-operator run each stage's
+child, kube-scheduler places its pods on KWOK's nodes, and a scripted trainer decides how each
+attempt's pods end (tests/support/scripted_trainer.py).
 
 Each test is a user story: apply an RLHFJob, watch what `kubectl get` shows and which child jobs
 appear, in which order.
@@ -10,18 +12,17 @@ import json
 import time
 
 import pytest
-from kubernetes import client
 
-from tests.support.rlhfjobs import Cluster, manifest, wait_for
-from tests.support.simulated_training_operator import Outcome
+from tests.support.rlhfjobs import Cluster, manifest, printed_columns, wait_for
+from tests.support.scripted_trainer import RUNS_UNTIL_ENDED, Hold, Outcome, ScriptedTrainer
 
 pytestmark = pytest.mark.k8s
 
 RESTART = "kuberlhf.io/restart-from"
 
 
-def hold(child: dict) -> Outcome:
-    return Outcome(result="Hold")
+def hold(child: str) -> Outcome:
+    return Hold()
 
 
 def phase_is(cluster: Cluster, name: str, phase: str, timeout: float = 30) -> dict:
@@ -41,14 +42,25 @@ def event_reasons(cluster: Cluster, name: str) -> set[str]:
     return {reason for _, reason, _ in cluster.events(name)}
 
 
+def cpu_stages(**settings: dict) -> dict:
+    """Every stage on the CPU, with `settings` of some."""
+    return {s: {"gpusPerNode": 0, **settings.get(s, {})} for s in ("sft", "reward", "ppo")}
+
+
+def scripted(name: str, **spec) -> dict:
+    """An RLHFJob whose pods run until the scripted trainer ends them."""
+    return manifest(name, podAnnotations=RUNS_UNTIL_ENDED, **spec)
+
+
 @pytest.mark.parametrize("launcher,kind", [("pytorchjob", "PyTorchJob"), ("mpijob", "MPIJob")])
-def test_stages_run_one_after_another_and_the_job_succeeds(operator, cluster, sim, control_plane, launcher, kind):
-    cluster.create(manifest("chat", launcher=launcher))
-    job = phase_is(cluster, "chat", "Succeeded")
+def test_stages_run_one_after_another_and_the_job_succeeds(operator, kube_cluster, cluster, api, launcher, kind):
+    with ScriptedTrainer(api, cluster.namespace) as trainer:
+        cluster.create(scripted("chat", launcher=launcher))
+        job = phase_is(cluster, "chat", "Succeeded")
 
     assert cluster.child_names(kind) == ["chat-ppo-1", "chat-reward-1", "chat-sft-1"]
-    assert sim.created["chat-reward-1"] >= sim.finished["chat-sft-1"]  # each stage waits for the one before
-    assert sim.created["chat-ppo-1"] >= sim.finished["chat-reward-1"]
+    assert trainer.running["chat-reward-1"] >= trainer.ended["chat-sft-1"]  # each stage waits for the one before
+    assert trainer.running["chat-ppo-1"] >= trainer.ended["chat-reward-1"]
     stages = {s["name"]: s for s in job["status"]["stages"]}
     assert {(s["state"], s["attempt"]) for s in stages.values()} == {("Succeeded", 1)}
     assert stages["reward"]["checkpointPath"] == "/mnt/kuberlhf/chat/reward"
@@ -58,130 +70,131 @@ def test_stages_run_one_after_another_and_the_job_succeeds(operator, cluster, si
     owner = cluster.children(kind)[0]["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["name"], owner["uid"]) == ("RLHFJob", "chat", job["metadata"]["uid"])
 
-    table = control_plane.kubectl("get", "rlhf", "chat", "-n", cluster.namespace).stdout
-    header, row = table.split("\n")[:2]
-    assert header.split() == ["NAME", "PHASE", "PROGRESS", "STAGE", "STATE", "ATTEMPT", "STARTED", "COMPLETED", "AGE"]
-    assert row.split()[:3] == ["chat", "Succeeded", "3/3"]
+    table = kube_cluster.kubectl("get", "rlhf", "chat", "-n", cluster.namespace).stdout
+    assert table.split("\n")[0].split() == ["NAME", "PHASE", "PROGRESS", "STAGE", "STATE", "ATTEMPT", "STARTED",
+                                            "COMPLETED", "AGE"]
+    row = printed_columns(table)[0]
+    assert (row["NAME"], row["PHASE"], row["PROGRESS"], row["STAGE"]) == ("chat", "Succeeded", "3/3", "")
+    assert row["STARTED"] and row["COMPLETED"]  # ages, e.g. "12s"
     wait_for("transition events", lambda: {"StageStarting", "StageSucceeded", "Succeeded"}
              <= event_reasons(cluster, "chat"))
 
 
-def test_sft_and_reward_run_in_parallel_and_ppo_waits_for_both(operator, cluster, sim):
-    sim.script = hold
-    cluster.create(manifest("par", parallelSFTAndReward=True))
-    wait_for("both children", lambda: cluster.child_names() == ["par-reward-1", "par-sft-1"])
-    assert wait_for("two active stages", lambda: cluster.job("par")["status"]["stage"] == "sft,reward")
-
-    sim.finish("par-sft-1")
-    stage_is(cluster, "par", "sft", "Succeeded")
-    time.sleep(1)  # give the operator every chance to start ppo too early
-    assert cluster.child_names() == ["par-reward-1", "par-sft-1"]
-
-    sim.finish("par-reward-1")
-    wait_for("ppo child", lambda: "par-ppo-1" in cluster.child_names())
-    sim.finish("par-ppo-1")
-    phase_is(cluster, "par", "Succeeded")
+def test_kubectl_get_shows_the_running_stage_its_state_and_attempt(operator, kube_cluster, cluster, api):
+    with ScriptedTrainer(api, cluster.namespace, hold) as trainer:
+        cluster.create(scripted("seen"))
+        trainer.finish("seen-sft-1")
+        stage_is(cluster, "seen", "reward", "Running")
+        row = printed_columns(kube_cluster.kubectl("get", "rlhf", "seen", "-n", cluster.namespace).stdout)[0]
+    assert (row["PHASE"], row["PROGRESS"], row["STAGE"], row["STATE"], row["ATTEMPT"]) == (
+        "Running", "2/3", "reward", "Running", "1")
+    assert row["STARTED"] and row["COMPLETED"] == ""
 
 
-def test_a_failed_stage_is_retried_as_a_new_child(operator, cluster, sim):
-    sim.script = lambda child: (Outcome("Failed", message="NCCL timeout")
-                                if child["metadata"]["name"] == "rt-reward-1" else Outcome())
-    cluster.create(manifest("rt"))
-    job = phase_is(cluster, "rt", "Succeeded")
+def test_sft_and_reward_run_in_parallel_and_ppo_waits_for_both(operator, cluster, api):
+    with ScriptedTrainer(api, cluster.namespace, hold) as trainer:
+        cluster.create(scripted("par", parallelSFTAndReward=True))
+        wait_for("both children", lambda: cluster.child_names() == ["par-reward-1", "par-sft-1"])
+        assert wait_for("two active stages", lambda: cluster.job("par")["status"]["stage"] == "sft,reward")
+
+        trainer.finish("par-sft-1")
+        stage_is(cluster, "par", "sft", "Succeeded")
+        time.sleep(1)  # give the operator every chance to start ppo too early
+        assert cluster.child_names() == ["par-reward-1", "par-sft-1"]
+
+        trainer.finish("par-reward-1")
+        wait_for("ppo child", lambda: "par-ppo-1" in cluster.child_names())
+        trainer.finish("par-ppo-1")
+        phase_is(cluster, "par", "Succeeded")
+
+
+def test_a_failed_stage_is_retried_as_a_new_child(operator, cluster, api):
+    nccl = "torch.distributed.DistBackendError: NCCL error: unhandled system error, NCCL version 2.21.5"
+    script = lambda child: Outcome(1, nccl) if child == "rt-reward-1" else Outcome()  # noqa: E731
+    with ScriptedTrainer(api, cluster.namespace, script):
+        cluster.create(scripted("rt"))
+        job = phase_is(cluster, "rt", "Succeeded")
     assert cluster.child_names() == ["rt-ppo-1", "rt-reward-1", "rt-reward-2", "rt-sft-1"]
     reward = next(s for s in job["status"]["stages"] if s["name"] == "reward")
     assert (reward["attempt"], reward["failedAttempts"]) == (2, 1)
-    wait_for("a retry warning", lambda: any(t == "Warning" and r == "StageRetrying" and "NCCL timeout" in m
+    wait_for("a retry warning", lambda: any(t == "Warning" and r == "StageRetrying" and nccl in m
                                             for t, r, m in cluster.events("rt")))
 
 
-def test_retries_used_up_fail_the_job_with_the_childs_reason(operator, cluster, sim):
-    sim.script = lambda child: (Outcome("Failed", message="loss is NaN")
-                                if "-reward-" in child["metadata"]["name"] else Outcome())
-    cluster.create(manifest("ex", stages={"reward": {"gpusPerNode": 0, "retryLimit": 1}}))
-    job = phase_is(cluster, "ex", "Failed")
+def test_retries_used_up_fail_the_job_with_the_trainers_words(operator, cluster, api):
+    script = lambda child: Outcome(1, "RuntimeError: loss is NaN") if "-reward-" in child else Outcome()  # noqa: E731
+    with ScriptedTrainer(api, cluster.namespace, script):
+        cluster.create(scripted("ex", stages=cpu_stages(reward={"retryLimit": 1})))
+        job = phase_is(cluster, "ex", "Failed")
     assert cluster.child_names() == ["ex-reward-1", "ex-reward-2", "ex-sft-1"]  # no PPO
-    assert "stage reward failed" in job["status"]["message"] and "loss is NaN" in job["status"]["message"]
+    assert job["status"]["message"] == ("stage reward failed: attempt 2 failed: Error: RuntimeError: loss is NaN; "
+                                        "no retries left (retryLimit 1)")
     failed = next(c for c in job["status"]["conditions"] if c["type"] == "Failed")
-    assert failed["status"] == "True" and "PyTorchJobFailed" in failed["message"]
+    assert failed["status"] == "True" and "loss is NaN" in failed["message"]
 
 
-def test_bad_input_reported_by_the_trainer_fails_the_stage_without_retries(operator, cluster, sim, api):
-    sim.script = hold
-    cluster.create(manifest("bad", stages={"sft": {"gpusPerNode": 0, "retryLimit": 3}}))
-    wait_for("sft child", lambda: cluster.child_names() == ["bad-sft-1"])
+def test_bad_input_reported_by_the_trainer_fails_the_stage_without_retries(operator, cluster, api):
     report = {"reason": "InvalidConfig", "retryable": False,
               "message": "sft.learning_rate: Input should be greater than 0 (got -1)"}
-    _failed_master_pod(api, cluster.namespace, "bad-sft-1", exit_code=1, message=json.dumps(report))
-    sim.finish("bad-sft-1", succeeded=False, message="PyTorchJob bad-sft-1 is failed because 1 Master replica(s) failed.")
-    job = phase_is(cluster, "bad", "Failed")
-    assert "sft.learning_rate: Input should be greater than 0" in job["status"]["message"]
+    # torchrun exits 1 whatever the trainer's code: the report is what says "bad input".
+    script = lambda child: Outcome(1, json.dumps(report))  # noqa: E731
+    with ScriptedTrainer(api, cluster.namespace, script):
+        cluster.create(scripted("bad", stages=cpu_stages(sft={"retryLimit": 3})))
+        job = phase_is(cluster, "bad", "Failed")
+    assert job["status"]["message"] == ("stage sft failed: attempt 1 failed: InvalidConfig: sft.learning_rate: Input "
+                                        "should be greater than 0 (got -1); not retried: the trainer reported bad input")
     assert cluster.child_names() == ["bad-sft-1"]
 
 
-def _failed_master_pod(api: client.ApiClient, namespace: str, child: str, exit_code: int, message: str) -> None:
-    """What the training-operator and the kubelet leave behind: a master pod whose container ended."""
-    core = client.CoreV1Api(api)
-    labels = {"training.kubeflow.org/job-name": child, "training.kubeflow.org/replica-type": "master"}
-    name = f"{child}-master-0"
-    core.create_namespaced_pod(namespace, {"metadata": {"name": name, "labels": labels},
-                                           "spec": {"containers": [{"name": "pytorch", "image": "trainer"}]}})
-    terminated = {"exitCode": exit_code, "reason": "Error", "message": message,
-                  "startedAt": "2026-01-01T00:00:00Z", "finishedAt": "2026-01-01T00:01:00Z"}
-    core.patch_namespaced_pod_status(name, namespace, {"status": {"phase": "Failed", "containerStatuses": [
-        {"name": "pytorch", "image": "trainer", "imageID": "", "ready": False, "restartCount": 0,
-         "state": {"terminated": terminated}}]}})
+def test_suspend_suspends_the_running_child_and_resume_continues(operator, cluster, api):
+    with ScriptedTrainer(api, cluster.namespace, hold) as trainer:
+        cluster.create(scripted("sus"))
+        stage_is(cluster, "sus", "sft", "Running")
 
+        cluster.patch("sus", {"spec": {"suspend": True}})
+        wait_for("child suspended", lambda: cluster.children()[0]["spec"]["runPolicy"].get("suspend") is True)
+        stage_is(cluster, "sus", "sft", "Suspended")
+        job = phase_is(cluster, "sus", "Suspended")
+        assert {c["type"]: c["status"] for c in job["status"]["conditions"]}["Suspended"] == "True"
+        wait_for("the training-operator to delete its pods", lambda: not cluster.pods("sus-sft-1"))
 
-def test_suspend_suspends_the_running_child_and_resume_continues(operator, cluster, sim):
-    sim.script = hold
-    cluster.create(manifest("sus"))
-    stage_is(cluster, "sus", "sft", "Running")
-
-    cluster.patch("sus", {"spec": {"suspend": True}})
-    wait_for("child suspended", lambda: cluster.children()[0]["spec"]["runPolicy"].get("suspend") is True)
-    stage_is(cluster, "sus", "sft", "Suspended")
-    job = phase_is(cluster, "sus", "Suspended")
-    assert {c["type"]: c["status"] for c in job["status"]["conditions"]}["Suspended"] == "True"
-
-    cluster.patch("sus", {"spec": {"suspend": False}})
-    wait_for("child resumed", lambda: cluster.children()[0]["spec"]["runPolicy"].get("suspend") is False)
-    stage_is(cluster, "sus", "sft", "Running")
-    sim.script = lambda child: Outcome()
-    sim.finish("sus-sft-1")
-    phase_is(cluster, "sus", "Succeeded")
+        trainer.script = lambda child: Outcome()  # from now on every stage trains and succeeds
+        cluster.patch("sus", {"spec": {"suspend": False}})
+        wait_for("child resumed", lambda: cluster.children()[0]["spec"]["runPolicy"].get("suspend") is False)
+        phase_is(cluster, "sus", "Succeeded")  # sft's master ran again (a new pod), then the rest
     assert cluster.child_names() == ["sus-ppo-1", "sus-reward-1", "sus-sft-1"]
 
 
-def test_a_child_kueue_manages_is_queued_and_left_to_kueue(operator, cluster, sim):
-    sim.script = hold
-    body = manifest("kq")
+def test_a_child_kueue_manages_is_queued_and_left_to_kueue(operator, cluster, api):
+    body = scripted("kq")
     body["metadata"]["labels"] = {"kueue.x-k8s.io/queue-name": "team-a", "kueue.x-k8s.io/priority-class": "high"}
-    cluster.create(body)
-    child = wait_for("sft child", lambda: cluster.children() and cluster.children()[0])
-    assert child["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
-    assert child["metadata"]["labels"]["kueue.x-k8s.io/priority-class"] == "high"
+    with ScriptedTrainer(api, cluster.namespace, hold):
+        cluster.create(body)
+        child = wait_for("sft child", lambda: cluster.children() and cluster.children()[0])
+        assert child["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+        assert child["metadata"]["labels"]["kueue.x-k8s.io/priority-class"] == "high"
 
-    # Kueue holds the job until its workload is admitted (its webhook sets suspend at creation).
-    cluster.patch_child("PyTorchJob", "kq-sft-1", {"spec": {"runPolicy": {"suspend": True}}})
-    stage_is(cluster, "kq", "sft", "Queued")
-    time.sleep(1)
-    assert cluster.children()[0]["spec"]["runPolicy"]["suspend"] is True  # the operator does not unsuspend
+        # Kueue holds the job until its workload is admitted (its webhook sets suspend at creation).
+        cluster.patch_child("PyTorchJob", "kq-sft-1", {"spec": {"runPolicy": {"suspend": True}}})
+        stage_is(cluster, "kq", "sft", "Queued")
+        time.sleep(1)
+        assert cluster.children()[0]["spec"]["runPolicy"]["suspend"] is True  # the operator does not unsuspend
 
-    cluster.patch_child("PyTorchJob", "kq-sft-1", {"spec": {"runPolicy": {"suspend": False}}})  # admitted
-    stage_is(cluster, "kq", "sft", "Running")
-    cluster.patch("kq", {"spec": {"suspend": True}})
-    phase_is(cluster, "kq", "Suspended")
-    time.sleep(1)
-    assert cluster.children()[0]["spec"]["runPolicy"]["suspend"] is False  # Kueue's to suspend, not ours
+        cluster.patch_child("PyTorchJob", "kq-sft-1", {"spec": {"runPolicy": {"suspend": False}}})  # admitted
+        stage_is(cluster, "kq", "sft", "Running")
+        cluster.patch("kq", {"spec": {"suspend": True}})
+        phase_is(cluster, "kq", "Suspended")
+        time.sleep(1)
+        assert cluster.children()[0]["spec"]["runPolicy"]["suspend"] is False  # Kueue's to suspend, not ours
 
 
-def test_restart_from_a_stage_reruns_it_and_every_stage_after_it(operator, cluster, sim):
-    cluster.create(manifest("again"))
-    phase_is(cluster, "again", "Succeeded")
-    cluster.patch("again", {"metadata": {"annotations": {RESTART: "reward"}}})
-    stage_is(cluster, "again", "ppo", "Succeeded", attempt=2)
-    job = phase_is(cluster, "again", "Succeeded")
+def test_restart_from_a_stage_reruns_it_and_every_stage_after_it(operator, cluster, api):
+    with ScriptedTrainer(api, cluster.namespace):
+        cluster.create(scripted("again"))
+        phase_is(cluster, "again", "Succeeded")
+        cluster.patch("again", {"metadata": {"annotations": {RESTART: "reward"}}})
+        stage_is(cluster, "again", "ppo", "Succeeded", attempt=2)
+        job = phase_is(cluster, "again", "Succeeded")
 
     assert cluster.child_names() == ["again-ppo-1", "again-ppo-2", "again-reward-1", "again-reward-2", "again-sft-1"]
     assert {s["name"]: s["attempt"] for s in job["status"]["stages"]} == {"sft": 1, "reward": 2, "ppo": 2}
@@ -191,49 +204,10 @@ def test_restart_from_a_stage_reruns_it_and_every_stage_after_it(operator, clust
     assert command[-1] == "--overwrite"  # the trainer trains again instead of reusing its result
 
 
-def controller_uid(obj: dict) -> str | None:
-    return next((r["uid"] for r in obj["metadata"].get("ownerReferences") or [] if r.get("controller")), None)
-
-
-@pytest.mark.parametrize("retention", ["Retain", "Delete"])
-def test_a_deleted_job_goes_at_once_leaving_what_it_owns_to_the_garbage_collector(operator, cluster, sim, retention):
-    """No finalizer holds the job: its children, ConfigMaps and (retention Delete) its claim carry
-    a controller ownerReference, which kube-controller-manager's garbage collector follows. This
-    control plane runs no garbage collector, so they stay here, owned by the deleted job."""
-    sim.script = hold
-    storage = {"claimTemplate": {"size": "1Gi", "retentionPolicy": retention}}
-    cluster.create(manifest("gone", storage=storage))
-    wait_for("sft child", lambda: cluster.child_names() == ["gone-sft-1"])
-    job = cluster.job("gone")
-    assert not job["metadata"].get("finalizers")
-    uid = job["metadata"]["uid"]
-
-    cluster.delete("gone")
-    wait_for("the RLHFJob to go", lambda: not cluster.exists("gone"), timeout=5)
-    selector = "kuberlhf.io/rlhfjob=gone"
-    owned = [*cluster.children(), *(cluster.core.api_client.sanitize_for_serialization(c) for c in
-                                    cluster.core.list_namespaced_config_map(cluster.namespace, label_selector=selector).items)]
-    assert len(owned) == 2 and all(controller_uid(o) == uid for o in owned)
-    claim = cluster.core.api_client.sanitize_for_serialization(
-        cluster.core.read_namespaced_persistent_volume_claim("gone-storage", cluster.namespace))
-    assert controller_uid(claim) == (uid if retention == "Delete" else None)  # retained: it outlives the job
-
-
-def test_a_job_carrying_an_earlier_versions_finalizer_is_still_deleted_with_its_children(operator, cluster, sim):
-    sim.script = hold
-    body = manifest("legacy")
-    body["metadata"]["finalizers"] = ["kuberlhf.io/finalizer"]  # as earlier operator versions left it
-    cluster.create(body)
-    wait_for("sft child", lambda: cluster.child_names() == ["legacy-sft-1"])
-    cluster.delete("legacy")
-    wait_for("the RLHFJob to go", lambda: not cluster.exists("legacy"))
-    assert cluster.child_names() == []
-    assert cluster.core.list_namespaced_config_map(cluster.namespace, label_selector="kuberlhf.io/rlhfjob=legacy").items == []
-
-
-def test_metrics_and_liveness(operator, cluster, sim):
-    cluster.create(manifest("seen"))
-    phase_is(cluster, "seen", "Succeeded")
+def test_metrics_and_liveness(operator, cluster, api):
+    with ScriptedTrainer(api, cluster.namespace):
+        cluster.create(scripted("counted"))
+        phase_is(cluster, "counted", "Succeeded")
     text = wait_for("metrics of the finished job", lambda: (
         t := operator.get("/metrics")) and 'kuberlhf_operator_stage_transitions_total{stage="ppo",state="Succeeded"}' in t
         and t)

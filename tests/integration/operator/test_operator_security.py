@@ -17,23 +17,24 @@ import pytest
 from kubernetes import client
 
 from tests.support.rlhfjobs import Cluster, manifest, wait_for
-from tests.support.simulated_training_operator import Outcome
+from tests.support.scripted_trainer import RUNS_UNTIL_ENDED, Outcome, ScriptedTrainer
 
 pytestmark = pytest.mark.k8s
 
 
 @pytest.mark.parametrize("launcher,kind", [("pytorchjob", "PyTorchJob"), ("mpijob", "MPIJob")])
-def test_the_hub_token_never_leaves_its_secret(operator, cluster: Cluster, sim, launcher, kind):
+def test_the_hub_token_never_leaves_its_secret(operator, cluster: Cluster, api, launcher, kind):
     token = f"hf_kuberlhfFAKE{uuid.uuid4().hex}"
     forms = [token, base64.b64encode(token.encode()).decode()]  # as written, and as a Secret stores it
     cluster.core.create_namespaced_secret(cluster.namespace, {"metadata": {"name": "hub"},
                                                                "stringData": {"hf-token": token}})
     # One failed attempt on the way, so that failure messages and retry events are covered too.
-    sim.script = lambda child: Outcome("Failed", message="NCCL timeout") if child["metadata"]["name"].endswith(
-        "-reward-1") else Outcome()
-    cluster.create(manifest("secretive", launcher=launcher, hubTokenSecret={"name": "hub", "key": "hf-token"},
-                            stages={s: {"gpusPerNode": 0, "retryLimit": 1} for s in ("sft", "reward", "ppo")}))
-    wait_for("the job to succeed", lambda: cluster.phase("secretive") == "Succeeded", timeout=60)
+    script = lambda child: Outcome(1, "NCCL timeout") if child.endswith("-reward-1") else Outcome()  # noqa: E731
+    with ScriptedTrainer(api, cluster.namespace, script):
+        cluster.create(manifest("secretive", launcher=launcher, hubTokenSecret={"name": "hub", "key": "hf-token"},
+                                stages={s: {"gpusPerNode": 0, "retryLimit": 1} for s in ("sft", "reward", "ppo")},
+                                podAnnotations=RUNS_UNTIL_ENDED))
+        wait_for("the job to succeed", lambda: cluster.phase("secretive") == "Succeeded", timeout=60)
     wait_for("its events", lambda: {"StageRetrying", "Succeeded"} <= {r for _, r, _ in cluster.events("secretive")})
 
     children = cluster.children(kind)
@@ -44,6 +45,7 @@ def test_the_hub_token_never_leaves_its_secret(operator, cluster: Cluster, sim, 
         "the events": _dump(cluster.core.list_namespaced_event(cluster.namespace)),
         "the ConfigMaps": _dump(cluster.core.list_namespaced_config_map(cluster.namespace)),
         "the child jobs": children,
+        "the pods": _dump(cluster.core.list_namespaced_pod(cluster.namespace)),
         "the operator's log": operator.log_path.read_text(errors="replace"),
     }
     stored = cluster.core.read_namespaced_secret("hub", cluster.namespace).data["hf-token"]

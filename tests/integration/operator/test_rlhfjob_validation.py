@@ -18,9 +18,18 @@ import yaml
 
 from tests.support.invalid_rlhfjobs import CORPUS, FAILED_BY_OPERATOR, REJECTED_BY_APISERVER, Invalid
 from tests.support.rlhfjobs import REPO_ROOT, Cluster, manifest, wait_for
+from tests.support.scripted_trainer import RUNS_UNTIL_ENDED, ScriptedTrainer
 
 pytestmark = pytest.mark.k8s
 EXAMPLES = REPO_ROOT / "manifests" / "examples"
+
+
+@pytest.fixture(scope="module")
+def refusals(kube_cluster):
+    """One namespace for the refusals below: nothing they send is stored."""
+    name = kube_cluster.create_namespace()
+    yield name
+    kube_cluster.delete_namespace(name)
 
 
 def test_the_corpus_has_over_50_distinct_cases_and_says_who_refuses_each():
@@ -31,34 +40,34 @@ def test_the_corpus_has_over_50_distinct_cases_and_says_who_refuses_each():
     assert all(c.field.split("[")[0].split(".")[0] in ("spec", "metadata") for c in CORPUS)
 
 
-def test_the_job_every_case_changes_is_valid(control_plane, namespace):
-    result = control_plane.kubectl("create", "--dry-run=server", "-n", namespace, "-f", "-",
+def test_the_job_every_case_changes_is_valid(kube_cluster, refusals):
+    result = kube_cluster.kubectl("create", "--dry-run=server", "-n", refusals, "-f", "-",
                                    input=yaml.safe_dump(manifest("bad")), check=False)
     assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.parametrize("case", REJECTED_BY_APISERVER, ids=lambda c: c.id)
-def test_kubectl_create_refuses_an_invalid_rlhfjob_naming_the_field(control_plane, namespace, case: Invalid):
-    result = control_plane.kubectl("create", "-n", namespace, "-f", "-", input=yaml.safe_dump(case.body), check=False)
+def test_kubectl_create_refuses_an_invalid_rlhfjob_naming_the_field(kube_cluster, refusals, case: Invalid):
+    result = kube_cluster.kubectl("create", "-n", refusals, "-f", "-", input=yaml.safe_dump(case.body), check=False)
     assert result.returncode != 0, f"accepted: {result.stdout}"
     assert case.expected in result.stderr
 
 
 @pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("*.yaml")))
-def test_the_shipped_examples_are_accepted(control_plane, namespace, example):
-    result = control_plane.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", str(EXAMPLES / example),
+def test_the_shipped_examples_are_accepted(kube_cluster, refusals, example):
+    result = kube_cluster.kubectl("apply", "--dry-run=server", "-n", refusals, "-f", str(EXAMPLES / example),
                                    check=False)
     assert result.returncode == 0, result.stderr
 
 
-def test_config_cannot_change_while_a_stage_runs(control_plane, api, namespace):
+def test_config_cannot_change_while_a_stage_runs(kube_cluster, api, namespace):
     cluster = Cluster(api, namespace)
     cluster.create(manifest("frozen"))
     status = {"status": {"phase": "Running"}}
     cluster.custom.patch_namespaced_custom_object_status("kuberlhf.io", "v1alpha1", namespace, "rlhfjobs", "frozen", status)
     changed = copy.deepcopy(cluster.job("frozen"))
     changed["spec"]["config"]["seed"] = 7
-    result = control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(changed), check=False)
+    result = kube_cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(changed), check=False)
     assert result.returncode != 0 and "spec.config cannot change while a stage is running" in result.stderr
     cluster.patch("frozen", {"spec": {"image": "kuberlhf-trainer:v2"}})  # the rest of spec may change
 
@@ -76,25 +85,26 @@ HOSTILE_VALUE = "$(rm -rf /); `reboot` && echo 'x' \"y\" | cat\nsecond line\tün
 
 
 def _hostile_but_valid() -> dict:
-    body = manifest("ok-hostile", env=[{"name": "NOTE", "value": HOSTILE_VALUE}])
+    body = manifest("ok-hostile", env=[{"name": "NOTE", "value": HOSTILE_VALUE}], podAnnotations=RUNS_UNTIL_ENDED)
     body["metadata"]["annotations"] = {"kuberlhf.io/restart-from": "ppo; rm -rf /\n$(id)"}
     body["metadata"]["labels"] = {"team": "a-b.c_d"}
     return body
 
 
 def test_operator_fails_what_the_api_server_cannot_check_naming_the_field_and_harms_nothing(
-        operator, cluster: Cluster, sim):
-    valid = [manifest("ok-plain"), manifest("ok-mpijob", launcher="mpijob", parallelSFTAndReward=True),
+        operator, cluster: Cluster, api):
+    valid = [manifest("ok-plain", podAnnotations=RUNS_UNTIL_ENDED),
+             manifest("ok-mpijob", launcher="mpijob", parallelSFTAndReward=True, podAnnotations=RUNS_UNTIL_ENDED),
              _hostile_but_valid()]
     bodies = [copy.deepcopy(c.body) for c in FAILED_BY_OPERATOR]
-    for body in [*valid[:1], *bodies[:2], *valid[1:2], *bodies[2:], *valid[2:]]:  # all at once, interleaved
-        cluster.create(body)  # stored: the API server has nothing against them
     names = [b["metadata"]["name"] for b in bodies]
     valid_names = [b["metadata"]["name"] for b in valid]
-
-    phases = wait_for("every job to finish", lambda: (
-        p := {n: cluster.phase(n) for n in names + valid_names}) and all(v in ("Succeeded", "Failed") for v in p.values())
-        and p, timeout=90, interval=0.5)
+    with ScriptedTrainer(api, cluster.namespace):
+        for body in [*valid[:1], *bodies[:2], *valid[1:2], *bodies[2:], *valid[2:]]:  # all at once, interleaved
+            cluster.create(body)  # stored: the API server has nothing against them
+        phases = wait_for("every job to finish", lambda: (
+            p := {n: cluster.phase(n) for n in names + valid_names})
+            and all(v in ("Succeeded", "Failed") for v in p.values()) and p, timeout=90, interval=0.5)
     assert phases == {**{n: "Failed" for n in names}, **{n: "Succeeded" for n in valid_names}}
 
     children = cluster.child_names("PyTorchJob") + cluster.child_names("MPIJob")
