@@ -31,60 +31,26 @@ no finalizer holds the job (see docs/operator.md, "Deletion").
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence, Union
+from typing import Any, Mapping, Sequence
 
 from pydantic import ValidationError
 
+from .actions import CreateChild, Decision, DeleteChild, SuspendChild
 from .api import ACTIVE_STATES, ChildRef, RLHFJobStatus, StageStatus
 from .builders import claim_for
 from .events import Event, restart_ignored, transition_events
 from .job import InvalidSpec, Job
 from .names import CHILD_KINDS, RESTART_ANNOTATION, STAGES, child_name
 from .observe import KUBELET_DISRUPTIONS, Child, Pod, describe
-from .starting import QUOTA_EXCEEDED, check_start, needs_events, still_starting
+from .starting import QUOTA_EXCEEDED, check_active_deadline, check_start, still_starting
 from .summary import set_phase_conditions, summarize
 from .validate import INVALID_SPEC, Problem, problems
 
 MPIJOB_EVICTED = "MPIJobEvicted"
 """mpi-operator's reason when a worker pod was evicted by its kubelet."""
 DEADLINE_EXCEEDED = "DeadlineExceeded"
+PAST_DEADLINE = "the attempt ran past activeDeadlineSeconds"
 DISRUPTED = "Disrupted"
-
-
-@dataclass(frozen=True)
-class CreateChild:
-    stage: str
-    attempt: int
-    overwrite: bool = False  # a restarted stage replaces its earlier result
-
-
-@dataclass(frozen=True)
-class DeleteChild:
-    kind: str
-    name: str
-
-
-@dataclass(frozen=True)
-class SuspendChild:
-    kind: str
-    name: str
-    suspend: bool
-
-
-Action = Union[CreateChild, DeleteChild, SuspendChild]
-
-
-@dataclass
-class Decision:
-    status: RLHFJobStatus
-    actions: list[Action] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)
-    recheck_in: float | None = None  # seconds until a deadline passes: pass the job again by then
-
-    def recheck(self, seconds: float | None) -> None:
-        if seconds is not None:
-            self.recheck_in = seconds if self.recheck_in is None else min(self.recheck_in, seconds)
 
 
 Attempts = dict[int, Child]
@@ -106,31 +72,6 @@ def decide(job: Job, children: Sequence[Child], now: str, pods: Sequence[Pod] = 
     summarize(job, status, now)
     decision.events += transition_events(job, job.status, status)
     return decision
-
-
-def failures_to_explain(job: Job, children: Sequence[Child]) -> list[Child]:
-    """Failed children this pass will judge: the caller looks up why (their pods) first."""
-    current = {(s.name, s.attempt) for s in job.status.stages if s.state in ACTIVE_STATES}
-    return [c for c in children if c.state == "Failed" and (c.stage, c.attempt) in current
-            and c.owner_uid == job.uid]
-
-
-def children_without_pods(job: Job, children: Sequence[Child], pods: Sequence[Pod], now: str) -> list[Child]:
-    """Current children still starting with no pod for a while: the caller reads their latest
-    Warning event (Child.warning) first, as only it says why the pods were not made."""
-    current = {(s.name, s.attempt) for s in job.status.stages if s.state in ACTIVE_STATES}
-    with_pods = {p.child for p in pods}
-    return [c for c in children if (c.stage, c.attempt) in current and c.owner_uid == job.uid
-            and needs_events(c, c.name in with_pods, now)]
-
-
-def missing_children(job: Job, children: Sequence[Child]) -> list[tuple[str, str]]:
-    """(kind, name) of children seen before (their uid is in status) that the caller did not
-    observe now: this pass would count them as deleted, so the caller makes sure first."""
-    present = {(c.stage, c.attempt) for c in children if c.owner_uid == job.uid and not c.deleting}
-    return [(s.child_ref.kind, s.child_ref.name) for s in job.status.stages
-            if s.state in ACTIVE_STATES and s.child_ref is not None and s.child_ref.uid
-            and (s.name, s.attempt) not in present]
 
 
 def attempt_creation_failed(job: Job, status: RLHFJobStatus, stage_name: str, reason: str, message: str,
@@ -225,6 +166,8 @@ def _observe(job: Job, stage: StageStatus, attempts: Attempts, pods: Sequence[Po
         return
     mine = [p for p in pods if p.child == child.name]
     _note_disruption(stage, mine)
+    if _past_active_deadline(job, stage, child, now, decision):
+        return
     if stage.state != "Running" and still_starting(child, mine):
         if not job.spec.suspend:  # a suspended job's child is on its way to Suspended
             _check_start(job, stage, child, mine, now, decision)
@@ -244,6 +187,21 @@ def _observe(job: Job, stage: StageStatus, attempts: Attempts, pods: Sequence[Po
         stage.state = child.state
     if child.state in ("Running", "Suspended") and child.message:
         stage.reason, stage.message = child.reason, child.message
+
+
+def _past_active_deadline(job: Job, stage: StageStatus, child: Child, now: str, decision: Decision) -> bool:
+    """End an attempt past activeDeadlineSeconds ourselves: training-operator v1.9.4 checks it only
+    when something else makes it look at the PyTorchJob (the delayed requeue it asks for goes to a
+    no-op queue), so a quietly running child would run on. (For an MPIJob the launcher's batch Job
+    enforces it, and the child fails first.)"""
+    expired, recheck = check_active_deadline(child, job.spec.stages.of(stage.name), now)
+    decision.recheck(recheck)
+    if expired:
+        decision.actions.append(DeleteChild(child.kind, child.name))
+        seconds = job.spec.stages.of(stage.name).active_deadline_seconds
+        _attempt_failed(job, stage, DEADLINE_EXCEEDED, f"{child.kind} {child.name} was still running after "
+                        f"activeDeadlineSeconds ({seconds} s)", now, permanent=PAST_DEADLINE)
+    return expired
 
 
 def _check_start(job: Job, stage: StageStatus, child: Child, pods: Sequence[Pod], now: str,
@@ -281,8 +239,7 @@ def _child_failed(job: Job, stage: StageStatus, child: Child, now: str) -> None:
                         permanent="the trainer reported bad input")
         return
     if child.reason.startswith(DEADLINE_EXCEEDED) or "active longer than specified deadline" in child.message:
-        _attempt_failed(job, stage, DEADLINE_EXCEEDED, child.message, now,
-                        permanent="the attempt ran past activeDeadlineSeconds")
+        _attempt_failed(job, stage, DEADLINE_EXCEEDED, child.message, now, permanent=PAST_DEADLINE)
         return
     disruption = stage.disruption or (detail.disruption if detail else None) or _child_disruption(child)
     limit = job.spec.stages.of(stage.name).disruption_limit

@@ -27,12 +27,13 @@ from . import metrics
 from .api import RLHFJobStatus
 from .builders import build_child, build_config_map, build_pvc, claim_for
 from .clock import utc_now
-from .decide import (CreateChild, Decision, DeleteChild, SuspendChild, attempt_creation_failed, children_without_pods,
-                     creation_waiting, decide, failures_to_explain, missing_children, unreadable)
+from .decide import (CreateChild, Decision, DeleteChild, SuspendChild, attempt_creation_failed, creation_waiting,
+                     decide, unreadable)
 from .events import Event, stage_transitions
 from .freshness import Freshness
 from .job import InvalidSpec, Job
 from .kube import ForeignObject, Kube, LeftBehind, StaleObject, is_quota_refusal
+from .lookups import children_without_pods, failures_to_explain, missing_children
 from .names import CHILD_KINDS, FINALIZER, child_name
 from .observe import Child, Pod
 from .starting import QUOTA_EXCEEDED

@@ -86,6 +86,17 @@ def check_start(child: Child, pods: Sequence[Pod], spec: StageSpec, now: str) ->
     return StartCheck(recheck_in=recheck)
 
 
+def check_active_deadline(child: Child, spec: StageSpec, now: str) -> tuple[bool, float | None]:
+    """(whether the child has run past the stage's activeDeadlineSeconds, else in how many seconds it
+    will have). Counted as the Kubeflow operators count it: from its creation or last resumption;
+    a finished or suspended child is not running."""
+    deadline = spec.active_deadline_seconds
+    if not deadline or child.state not in ("Starting", "Running") or child.suspend_requested:
+        return False, None
+    left = deadline - _elapsed(child, now)
+    return (True, None) if left <= 0 else (False, max(left, 1.0))
+
+
 def _elapsed(child: Child, now: str) -> float:
     return seconds_between(child.since, now) if child.since else 0.0
 

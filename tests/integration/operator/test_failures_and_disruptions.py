@@ -88,10 +88,26 @@ def test_a_multi_node_attempt_shows_the_cause_of_the_worker_that_failed_first(op
     assert (sft["attempt"], sft["failedAttempts"]) == (2, 1)
 
 
+@pytest.mark.parametrize("launcher,kind", [("pytorchjob", "PyTorchJob"), ("mpijob", "MPIJob")])
+def test_an_attempt_past_its_active_deadline_fails_the_stage_without_a_retry(operator, cluster, launcher, kind):
+    cluster.create(manifest("slow", launcher=launcher, config=SFT_ONLY, stages=stages(activeDeadlineSeconds=2,
+                                                                                     retryLimit=2),
+                            podAnnotations={"kwok.kuberlhf.io/run-for": "10m"}))  # it would train for 10 minutes
+    job = wait_for("the job to fail", lambda: cluster.phase("slow") == "Failed" and cluster.job("slow"), timeout=30)
+    sft = cluster.stage("slow", "sft")
+    assert (sft["reason"], sft["attempt"]) == ("DeadlineExceeded", 1)
+    assert "not retried: the attempt ran past activeDeadlineSeconds" in job["status"]["message"]
+    # training-operator v1.9.4 lets a quiet PyTorchJob run on past its deadline: the operator ends
+    # it (its child deleted). An MPIJob's launcher Job is failed by kube-controller-manager.
+    wait_for("no pod of the attempt still running", lambda: not any(
+        p.status.phase in ("Pending", "Running") for p in cluster.pods("slow-sft-1")), timeout=30)
+
+
 @pytest.mark.parametrize("launcher,disrupted,how", [
     ("pytorchjob", "worker-0", "kubelet"),   # node pressure: the kubelet evicts a worker
     ("pytorchjob", "master-0", "drain"),     # kubectl drain: the Eviction API takes the master
     ("mpijob", "worker-0", "kubelet"),       # mpi-operator fails the MPIJob: MPIJobEvicted
+    ("mpijob", "launcher", "kubelet"),       # the launcher's batch Job fails: BackoffLimitExceeded/Evicted
 ])
 def test_an_eviction_mid_stage_starts_a_new_attempt_that_resumes_without_using_a_retry(
         operator, kube_cluster, cluster, launcher, disrupted, how):
@@ -102,7 +118,7 @@ def test_an_eviction_mid_stage_starts_a_new_attempt_that_resumes_without_using_a
     cluster.running("ev-sft-1", 3 if launcher == "mpijob" else 2)
     wait_for("sft Running", lambda: cluster.stage("ev", "sft").get("state") == "Running")
 
-    pod = f"ev-sft-1-{disrupted}"
+    pod = next(p.metadata.name for p in cluster.pods("ev-sft-1") if disrupted in p.metadata.name)
     if how == "kubelet":
         kube_cluster.evict_pod(cluster.namespace, pod)
     else:

@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from kuberlhf_operator.decide import (CreateChild, DeleteChild, SuspendChild, attempt_creation_failed, decide,
-                                     failures_to_explain, missing_children)
+from kuberlhf_operator.decide import CreateChild, DeleteChild, SuspendChild, attempt_creation_failed, decide
+from kuberlhf_operator.lookups import failures_to_explain, missing_children
 from kuberlhf_operator.job import Job
 from kuberlhf_operator.names import RESTART_ANNOTATION
 from kuberlhf_operator.observe import FailureDetail, child_state

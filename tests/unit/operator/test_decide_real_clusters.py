@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from kuberlhf_operator.decide import CreateChild, DeleteChild, children_without_pods, creation_waiting, decide
+from kuberlhf_operator.decide import CreateChild, DeleteChild, creation_waiting, decide
+from kuberlhf_operator.lookups import children_without_pods
 from kuberlhf_operator.job import Job
 from kuberlhf_operator.names import RESTART_ANNOTATION
 from kuberlhf_operator.observe import FailureDetail, pod_failure
@@ -266,6 +267,30 @@ def test_an_attempt_past_active_deadline_seconds_is_not_retried():
     decision, job = run(job, [over])
     assert decision.actions == [] and stage(job).state == "Failed" and stage(job).reason == "DeadlineExceeded"
     assert "not retried: the attempt ran past activeDeadlineSeconds" in stage(job).message
+
+
+def test_an_attempt_still_running_at_active_deadline_seconds_is_ended_by_the_operator():
+    """training-operator v1.9.4 does not fail a quietly running PyTorchJob at its deadline (the
+    requeue it asks for goes to a no-op queue): the operator ends the attempt itself."""
+    job = started({"stages": {"sft": {"activeDeadlineSeconds": 600, "retryLimit": 2}}})
+    running_child = child("sft", state="Running", since=at(0))
+    decision, job = run(job, [running_child], now=at(200))
+    assert decision.actions == [] and decision.recheck_in == 400 and stage(job).state == "Running"
+
+    decision = decide(job, [running_child], at(600))
+    sft = decision.status.stage_status("sft")
+    assert decision.actions == [DeleteChild("PyTorchJob", "demo-sft-1")]
+    assert (sft.state, sft.reason, sft.attempt) == ("Failed", "DeadlineExceeded", 1)
+    assert sft.message == ("attempt 1 failed: DeadlineExceeded: PyTorchJob demo-sft-1 was still running after "
+                           "activeDeadlineSeconds (600 s); not retried: the attempt ran past activeDeadlineSeconds")
+
+
+def test_a_suspended_or_finished_child_or_one_without_a_deadline_is_past_no_deadline():
+    job = started({"stages": {"sft": {"activeDeadlineSeconds": 600}}})
+    for quiet in (child("sft", state="Suspended", suspend=True, since=at(0)), child("sft", state="Succeeded")):
+        assert DeleteChild("PyTorchJob", "demo-sft-1") not in decide(job, [quiet], at(7200)).actions
+    unlimited = decide(started(), [child("sft", state="Running", since=at(0))], at(86400))
+    assert unlimited.actions == [] and unlimited.recheck_in is None
 
 
 # -- quota -----------------------------------------------------------------------------------------
