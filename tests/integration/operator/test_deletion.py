@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support.rlhfjobs import Cluster, manifest, wait_for
-from tests.support.scripted_trainer import RUNS_UNTIL_ENDED
+from tests.support.scripted_trainer import RUNS_UNTIL_ENDED, Hold, ScriptedTrainer
 
 pytestmark = pytest.mark.k8s
 SELECTOR = "kuberlhf.io/rlhfjob={}"
@@ -69,3 +69,28 @@ def test_a_job_carrying_an_earlier_versions_finalizer_is_still_deleted_with_its_
     wait_for("the RLHFJob to go", lambda: not cluster.exists("legacy"))
     wait_for("its children and their pods to go", lambda: not cluster.child_names() and not cluster.pods("legacy-sft-1"))
     assert cluster.core.list_namespaced_config_map(cluster.namespace, label_selector=SELECTOR.format("legacy")).items == []
+
+
+def test_a_job_deleted_and_created_again_at_once_waits_for_the_old_children_to_go(operator, kube_cluster,
+                                                                                   cluster, api):
+    """`kubectl delete -f job.yaml && kubectl apply -f job.yaml`: the new job's first child has the
+    old one's name until the garbage collector has deleted it; the new job waits for the name."""
+    with ScriptedTrainer(api, cluster.namespace, lambda child: Hold()) as trainer:
+        cluster.create(manifest("again", podAnnotations=RUNS_UNTIL_ENDED))
+        first = wait_for("the first job's child", lambda: cluster.children() and cluster.children()[0])
+        with kube_cluster.paused("kube-controller-manager"):  # a garbage collector slower than the user
+            cluster.delete("again")
+            wait_for("the RLHFJob to go", lambda: not cluster.exists("again"), timeout=5)
+            uid = cluster.create(manifest("again", podAnnotations=RUNS_UNTIL_ENDED))["metadata"]["uid"]
+            waiting = wait_for("the new job to wait for the name", lambda: [
+                m for _, r, m in cluster.events("again") if r == "NameInUse"])
+            assert "belongs to an earlier RLHFJob named again; waiting for the garbage collector" in waiting[0]
+            assert cluster.stage("again", "sft")["reason"] == "NameInUse"
+
+        child = wait_for("a child of the new job", lambda: (c := cluster.children()) and c[0]["metadata"]["uid"] !=
+                         first["metadata"]["uid"] and c[0], timeout=30)
+        assert child["metadata"]["ownerReferences"][0]["uid"] == uid
+        trainer.finish("again-sft-1")
+        wait_for("sft to succeed", lambda: cluster.stage("again", "sft").get("state") == "Succeeded")
+    sft = cluster.stage("again", "sft")
+    assert (sft["attempt"], sft["failedAttempts"]) == (1, 0)  # the name was waited for, no attempt failed

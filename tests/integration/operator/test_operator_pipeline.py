@@ -146,23 +146,25 @@ def test_bad_input_reported_by_the_trainer_fails_the_stage_without_retries(opera
     assert cluster.child_names() == ["bad-sft-1"]
 
 
-def test_suspend_suspends_the_running_child_and_resume_continues(operator, cluster, api):
+@pytest.mark.parametrize("launcher,kind", [("pytorchjob", "PyTorchJob"), ("mpijob", "MPIJob")])
+def test_suspend_suspends_the_running_child_and_resume_continues(operator, cluster, api, launcher, kind):
     with ScriptedTrainer(api, cluster.namespace, hold) as trainer:
-        cluster.create(scripted("sus"))
+        cluster.create(scripted("sus", launcher=launcher))
         stage_is(cluster, "sus", "sft", "Running")
 
         cluster.patch("sus", {"spec": {"suspend": True}})
-        wait_for("child suspended", lambda: cluster.children()[0]["spec"]["runPolicy"].get("suspend") is True)
+        wait_for("child suspended", lambda: cluster.children(kind)[0]["spec"]["runPolicy"].get("suspend") is True)
         stage_is(cluster, "sus", "sft", "Suspended")
         job = phase_is(cluster, "sus", "Suspended")
         assert {c["type"]: c["status"] for c in job["status"]["conditions"]}["Suspended"] == "True"
-        wait_for("the training-operator to delete its pods", lambda: not cluster.pods("sus-sft-1"))
+        wait_for("the Kubeflow operator to delete its pods", lambda: not [
+            p for p in cluster.pods("sus-sft-1") if p.status.phase in ("Pending", "Running")])
 
         trainer.script = lambda child: Outcome()  # from now on every stage trains and succeeds
         cluster.patch("sus", {"spec": {"suspend": False}})
-        wait_for("child resumed", lambda: cluster.children()[0]["spec"]["runPolicy"].get("suspend") is False)
-        phase_is(cluster, "sus", "Succeeded")  # sft's master ran again (a new pod), then the rest
-    assert cluster.child_names() == ["sus-ppo-1", "sus-reward-1", "sus-sft-1"]
+        wait_for("child resumed", lambda: cluster.children(kind)[0]["spec"]["runPolicy"].get("suspend") is False)
+        phase_is(cluster, "sus", "Succeeded")  # sft's leader ran again (a new pod), then the rest
+    assert cluster.child_names(kind) == ["sus-ppo-1", "sus-reward-1", "sus-sft-1"]
 
 
 def test_a_child_kueue_manages_is_queued_and_left_to_kueue(operator, cluster, api):

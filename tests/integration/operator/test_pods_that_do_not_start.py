@@ -113,3 +113,18 @@ def test_a_full_quota_is_waited_for_and_shown_then_the_stage_runs_once_it_is_rai
     sft = cluster.stage("full", "sft")
     assert (sft["attempt"], sft["failedAttempts"]) == (1, 0)  # a wait, not a failed attempt
     assert "exceeded quota" not in cluster.job("full")["status"]["message"]
+
+
+def test_pods_an_admission_plugin_refuses_are_shown_in_the_training_operators_words(operator, kube_cluster, cluster):
+    """A priorityClassName that does not exist: the API server's Priority admission refuses every pod
+    the training-operator makes; only the PyTorchJob's events say so, and the stage shows them."""
+    stages = {s: {"gpusPerNode": 0} for s in STAGES}
+    stages["sft"] = {"gpusPerNode": 0, "startDeadlineSeconds": 15, "retryLimit": 0}
+    cluster.create(manifest("prio", stages=stages, priorityClassName="gpu-urgent"))
+
+    row = shown(kube_cluster, cluster, "prio", "no PriorityClass with name gpu-urgent was found")
+    assert (row["STATE"], row["ATTEMPT"]) == ("Starting", "1")
+    assert "waiting for pods: no pod was created; the PyTorchJob warns: FailedCreatePod" in row["MESSAGE"]
+    job = wait_for("the job to fail", lambda: cluster.phase("prio") == "Failed" and cluster.job("prio"), timeout=30)
+    assert "StartDeadlineExceeded" in job["status"]["message"]
+    assert "no PriorityClass with name gpu-urgent was found" in job["status"]["message"]
