@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""The operator's chaos run at the issue's full size: 50 RLHFJobs on a real kube-apiserver while
-the operator is SIGKILLed at random moments and restarted, the API server restarts once, a
-proxy injects API errors, conflicts and expired watches, and child jobs fail at random.
+"""The operator's chaos run at the issue's full size: 50 RLHFJobs in the test cluster (the real
+training-operator, mpi-operator, scheduler and garbage collector, KWOK's nodes) while the
+operator is SIGKILLed at random moments and restarted, the API server restarts once, a proxy
+injects API errors, conflicts and expired watches, and child jobs fail at random.
 
     .venv/bin/python bench/operator_chaos.py [--jobs 50] [--seed 1] [--runs 1]
 
@@ -22,11 +23,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from kubernetes import client  # noqa: E402
-
 from tests.support.chaos import ChaosPlan, ChaosRun  # noqa: E402
-from tests.support.controlplane import ControlPlane, locate_tools  # noqa: E402
-from tests.support.rlhfjobs import CRD_PATH  # noqa: E402
+from tests.support.kube_cluster import KubeCluster, locate_cluster_tools  # noqa: E402
+from tests.support.rlhfjobs import CRD_PATH, SHARED_CLAIM  # noqa: E402
 
 
 def main() -> int:
@@ -38,15 +37,15 @@ def main() -> int:
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kuberlhf-chaos-"))
     bad = 0
-    tools = locate_tools()
+    tools = locate_cluster_tools()
     for run in range(args.runs):
         seed = args.seed + run
-        with ControlPlane(tools) as cp:
-            cp.install_crds([*tools.crds, CRD_PATH])
-            client.CoreV1Api(cp.api_client()).create_namespace({"metadata": {"name": "chaos"}})
-            run_dir = workdir / f"seed{seed}"
-            run_dir.mkdir(parents=True, exist_ok=True)
-            figures = ChaosRun(cp, "chaos", run_dir, ChaosPlan(jobs=args.jobs, seed=seed, timeout=900)).run()
+        run_dir = workdir / f"seed{seed}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with KubeCluster(tools, workdir=run_dir / "cluster", crds=[CRD_PATH]) as cluster:
+            namespace = cluster.create_namespace("chaos")
+            cluster.create_claim(namespace, SHARED_CLAIM)
+            figures = ChaosRun(cluster, namespace, run_dir, ChaosPlan(jobs=args.jobs, seed=seed, timeout=900)).run()
         figures["seed"] = seed
         print(json.dumps(figures, indent=2), flush=True)
         bad += bool(figures["problems"]) or not figures["settled"]
