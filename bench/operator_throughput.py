@@ -122,10 +122,14 @@ def cpu_seconds(pid: int) -> float:
     return round(sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK"), 1)
 
 
-def operator_figures(text: str) -> dict[str, float]:
-    """Reconciles, their mean duration, conflicts and errors, from the operator's /metrics."""
+def operator_figures(text: str) -> dict:
+    """Reconciles (by what triggered them), their mean duration, conflicts and errors, from the
+    operator's /metrics."""
     sums: dict[str, float] = {}
+    by_trigger: dict[str, float] = {}
     for line in text.splitlines():
+        if line.startswith("kuberlhf_operator_reconcile_duration_seconds_count{"):
+            by_trigger[line.split('trigger="')[1].split('"')[0]] = float(line.split()[-1])
         for name in ("reconcile_duration_seconds_count", "reconcile_duration_seconds_sum",
                      "status_conflicts_total", "reconcile_errors_total"):
             if line.startswith(f"kuberlhf_operator_{name}"):
@@ -133,6 +137,7 @@ def operator_figures(text: str) -> dict[str, float]:
     count = sums.get("reconcile_duration_seconds_count", 0.0)
     return {"reconciles": count, "mean_reconcile_ms": round(1000 * sums.get("reconcile_duration_seconds_sum", 0.0)
                                                              / max(count, 1), 1),
+            "reconciles_by_trigger": by_trigger,
             "status_conflicts": sums.get("status_conflicts_total", 0.0),
             "reconcile_errors": sums.get("reconcile_errors_total", 0.0)}
 

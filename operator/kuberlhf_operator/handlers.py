@@ -31,9 +31,10 @@ from typing import Any, Callable
 import kopf
 
 from . import metrics, posting
+from .freshness import PodNews
 from .kube import Kube, api_client, describe_error
 from .names import CHILD_KINDS, GROUP, LABEL_JOB, LABEL_MANAGED_BY, MANAGED_BY, PLURAL, VERSION
-from .observe import Child, Pod
+from .observe import Child, Departed, Pod
 from .posting import EventPoster
 from .reconciler import Reconciler
 from .settings import OperatorConfig
@@ -67,6 +68,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **indexes:
     memo.events = EventPoster(kube.core).start()
     memo.reconciler = Reconciler(kube, post_event=memo.events.post)
     memo.queue = WorkQueue(CONFIG.resync_seconds)
+    memo.pod_news = PodNews()
+    memo.departed = Departed()
     metrics.serve(CONFIG.metrics_port)
     start_workers(memo.queue, lambda key, triggers: _pass(memo, indexes, key, triggers), CONFIG.workers, _failed)
 
@@ -114,8 +117,13 @@ async def child_changed(namespace: str, labels: kopf.Labels, body: kopf.Body, me
 
 
 @kopf.on.event(*PODS, labels=OURS)
-async def pod_changed(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
-    memo.queue.add((namespace, labels[LABEL_JOB]), "pod")
+async def pod_changed(type: str, uid: str, namespace: str, labels: kopf.Labels, body: kopf.Body, memo: kopf.Memo,
+                      **_: Any) -> None:
+    pod, key = Pod.from_body(body), (namespace, labels[LABEL_JOB])
+    if type == "DELETED" and pod.disruption is not None:
+        memo.departed.add(key, pod)
+    if memo.pod_news.changed(uid, None if type == "DELETED" else pod):
+        memo.queue.add(key, "pod")
 
 
 @kopf.on.probe(id="rlhfjobs")
@@ -131,7 +139,8 @@ def _pass(memo: kopf.Memo, indexes: dict[str, Any], key: tuple[str, str], trigge
     again_in = None
     for body in bodies:
         again_in = memo.reconciler.reconcile(body, _children(key, indexes), trigger=trigger,
-                                             pods=lambda: list(indexes["child_pods"].get(key, [])))
+                                             pods=lambda: [*indexes["child_pods"].get(key, []),
+                                                           *memo.departed.of(key)])
     return Passed(exists=bool(bodies), again_in=again_in)
 
 

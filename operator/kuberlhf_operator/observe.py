@@ -11,8 +11,10 @@ changes any more.
 from __future__ import annotations
 
 import json
+import threading
+import time
 from dataclasses import dataclass, replace
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 from .names import KUEUE_QUEUE_LABEL, LABEL_ATTEMPT, LABEL_STAGE
 
@@ -185,6 +187,33 @@ class Pod:
     def short_name(self) -> str:
         """'master-0' of 'chat-sft-1-master-0': the child's name is in the stage message already."""
         return self.name.removeprefix(f"{self.child}-") if self.child else self.name
+
+
+class Departed:
+    """Pods deleted while being disrupted (evicted, drained, preempted), remembered for a while by
+    the job they belong to. Where the pod goes at once (a force deletion, a lost node; KWOK always),
+    its deletion is the last the watch shows of it, and the pass that judges the child's failure
+    (the Kubeflow controller fails it for the deleted pod) may run after the index dropped the pod:
+    without this, the failure would count against retryLimit. Only for this process's life."""
+
+    def __init__(self, keep_s: float = 600.0, clock: Callable[[], float] = time.monotonic):
+        self.keep_s, self.clock = keep_s, clock
+        self._pods: dict[tuple[str, str], list[tuple[float, Pod]]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, key: tuple[str, str], pod: Pod) -> None:
+        with self._lock:
+            self._pods.setdefault(key, []).append((self.clock(), pod))
+
+    def of(self, key: tuple[str, str]) -> list[Pod]:
+        """The job's departed pods not yet forgotten."""
+        with self._lock:
+            kept = [(t, p) for t, p in self._pods.get(key, []) if self.clock() - t < self.keep_s]
+            if kept:
+                self._pods[key] = kept
+            else:
+                self._pods.pop(key, None)
+            return [p for _, p in kept]
 
 
 def _pod_condition(status: Mapping[str, Any], type_: str) -> Mapping[str, Any]:

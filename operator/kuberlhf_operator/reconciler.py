@@ -26,7 +26,7 @@ from kubernetes.client.exceptions import ApiException
 from . import metrics
 from .api import RLHFJobStatus
 from .builders import build_child, build_config_map, build_pvc, claim_for
-from .clock import utc_now
+from .clock import seconds_between, utc_now
 from .decide import (CreateChild, Decision, DeleteChild, SuspendChild, attempt_creation_failed, creation_waiting,
                      decide, unreadable)
 from .events import Event, stage_transitions
@@ -41,6 +41,10 @@ from .starting import QUOTA_EXCEEDED
 log = logging.getLogger(__name__)
 CONFLICT_RETRIES = 3
 REMEMBERED_DELETIONS = 10_000
+REMEMBERED_WARNINGS = 10_000
+WARNINGS_TTL_S = 15.0
+"""A podless child's events are read again at most this often: at 200 jobs the training-operator took
+over 10 s to make pods, and every pass in between read them again (2.9 reads per job)."""
 # Refusals to create a child that the API server would repeat: the attempt fails instead. (413:
 # too large; validate.problems keeps that from happening, this is the fallback.) A 403 from a full
 # ResourceQuota is the exception: it is waited out (CreationWaits).
@@ -81,6 +85,8 @@ class Reconciler:
         # Jobs whose deletion this process finished: a late event (a child's, or a stale body in
         # an index) must not act on them again.
         self._deleted: OrderedDict[str, None] = OrderedDict()
+        # The latest Warning event of podless children, by child uid, with when it was read.
+        self._warnings: OrderedDict[str, tuple[str, tuple[str, str] | None]] = OrderedDict()
 
     def is_news(self, body: Mapping[str, Any]) -> bool:
         """Whether an RLHFJob's watch event may need a pass: not the echo of our own write, nor a
@@ -182,13 +188,27 @@ class Reconciler:
         failed = {c.name for c in failures_to_explain(job, children)}
         podless = {c.name for c in children_without_pods(job, children, pods, now)}
         out = [replace(c, failure=self.kube.failure_detail(job.namespace, c.name)) if c.name in failed
-               else replace(c, warning=self.kube.latest_warning(job.namespace, c.uid)) if c.name in podless
+               else replace(c, warning=self._latest_warning(job.namespace, c.uid, now)) if c.name in podless
                else c for c in children]
         for kind, name in missing_children(job, children):
             found = self.kube.get_child(kind, job.namespace, name)
             if found is not None:
                 out.append(Child.from_body(found))
         return out
+
+    def _latest_warning(self, namespace: str, child_uid: str, now: str) -> tuple[str, str] | None:
+        """A podless child's latest Warning event, read at most every WARNINGS_TTL_S."""
+        with self._locks_guard:
+            cached = self._warnings.get(child_uid)
+        if cached is not None and seconds_between(cached[0], now) < WARNINGS_TTL_S:
+            return cached[1]
+        warning = self.kube.latest_warning(namespace, child_uid)
+        with self._locks_guard:
+            self._warnings[child_uid] = (now, warning)
+            self._warnings.move_to_end(child_uid)
+            while len(self._warnings) > REMEMBERED_WARNINGS:
+                self._warnings.popitem(last=False)
+        return warning
 
     def forget(self, uid: str) -> None:
         self.phases.set(uid, None)

@@ -31,6 +31,12 @@ events say so: the caller reads them (Child.warning) from then on."""
 HOPELESS_IMAGE = ("InvalidImageName", "ErrImageNeverPull")
 PULL_FAILING = ("ErrImagePull", "ImagePullBackOff")
 SHOWN = 3  # pods named in a message; the rest are counted
+ROUTINE = ("Pending", "ContainerCreating")
+ROUTINE_QUIET_S = 30.0
+"""Every pod waits Pending, then ContainerCreating, on its way to Running: naming that in the stage's
+message would only cost status writes (several per attempt, measured at 200 jobs) while nothing is
+wrong. Pods still waiting so after this long are named too: a scheduler that never looks at them
+(a schedulerName nobody serves) leaves them Pending without a word."""
 
 
 @dataclass(frozen=True)
@@ -76,9 +82,12 @@ def check_start(child: Child, pods: Sequence[Pod], spec: StageSpec, now: str) ->
                  *(spec.image_pull_deadline_seconds - seconds for seconds in pulls.values())]
     if not pods and elapsed < NO_PODS_GRACE_S:
         deadlines.append(NO_PODS_GRACE_S - elapsed)  # then the child's events are read
+    shown = [p for p in waiting if p.waiting[0] not in ROUTINE or elapsed >= ROUTINE_QUIET_S]
+    if len(shown) < len(waiting):
+        deadlines.append(ROUTINE_QUIET_S - elapsed)  # then they are named too
     recheck = max(min(deadlines), 1.0)
-    if waiting:
-        return StartCheck(waiting=f"waiting for pods: {summary(waiting)}", recheck_in=recheck)
+    if shown:
+        return StartCheck(waiting=f"waiting for pods: {summary(shown)}", recheck_in=recheck)
     if not pods and child.warning is not None:
         quota = "exceeded quota" in child.warning[1]
         return StartCheck(waiting=f"waiting for pods: {_no_pods(child)}", recheck_in=recheck,

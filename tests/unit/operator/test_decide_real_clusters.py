@@ -61,6 +61,24 @@ def test_unschedulable_pods_are_shown_while_waiting_and_fail_the_attempt_at_the_
     assert "master-0 Unschedulable" in warnings(decision)["StageRetrying"]
 
 
+def test_pods_on_their_usual_way_to_running_are_named_only_if_they_stay_there():
+    """Pending (not scheduled yet, or scheduled with nothing to say) and ContainerCreating are where
+    every pod passes: naming them costs a status write each; after 30 s they may say something."""
+    job = started()
+    fresh = child("sft", state="Starting", since=at(0))
+    unplaced, creating = pod("demo-sft-1"), pod("demo-sft-1", conditions=scheduled(), containers=[
+        waiting("pytorch", "ContainerCreating")])
+    for usual in (unplaced, creating):
+        decision = decide(job, [fresh], at(10), [usual])
+        assert stage(Job.from_body(job_body(status=decision.status.model_dump(by_alias=True)))).reason == "Starting"
+        assert decision.recheck_in == 20
+    assert decide(job, [fresh], at(30), [unplaced]).status.stage_status("sft").message == \
+        "waiting for pods: master-0 Pending: not scheduled yet"
+    stuck = pod("demo-sft-1", "worker", 0, conditions=unschedulable(GPU_MESSAGE))
+    assert decide(job, [fresh], at(10), [unplaced, stuck]).status.stage_status("sft").message == \
+        f"waiting for pods: worker-0 Unschedulable: {GPU_MESSAGE}"  # the telling reason at once, alone
+
+
 def test_workers_waiting_for_one_reason_are_named_together():
     job = started({"stages": {"sft": {"nodes": 3}}})
     pods = [pod("demo-sft-1", "master", phase="Running", conditions=scheduled(), containers=[running()]),

@@ -31,3 +31,17 @@ def test_only_versions_our_writes_covered_are_skipped_and_not_after_a_refusal():
     assert fresh.already_handled(body("11"))
     fresh.forget("u")
     assert not fresh.already_handled(body("11")) and fresh.freshest(body("10"))["metadata"]["resourceVersion"] == "10"
+
+
+def test_a_pod_event_is_news_only_if_what_a_pass_reads_of_the_pod_changed():
+    from kuberlhf_operator.freshness import PodNews
+    from rlhfjob_factories import pod, running, scheduled, unschedulable
+
+    news = PodNews()
+    pending = pod("demo-sft-1", conditions=unschedulable("0/3 nodes are available"))
+    assert news.changed("p1", pending)
+    assert not news.changed("p1", pod("demo-sft-1", conditions=unschedulable("0/3 nodes are available")))
+    ran = pod("demo-sft-1", phase="Running", conditions=scheduled(), containers=[running()])
+    assert news.changed("p1", ran) and not news.changed("p1", ran)
+    assert news.changed("p1", None)  # deleted
+    assert news.changed("p1", ran)   # seen again (a relist): news once more

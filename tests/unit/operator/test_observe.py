@@ -112,3 +112,18 @@ def test_a_child_resumed_or_admitted_by_kueue_starts_its_clock_again():
     admitted["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
     child = Child.from_body(admitted)
     assert child.state == "Starting" and child.since == "2026-01-01T02:00:00Z"
+
+
+def test_a_pod_deleted_while_disrupted_is_remembered_for_its_job_for_a_while():
+    from kuberlhf_operator.observe import Departed
+
+    now = [0.0]
+    departed = Departed(keep_s=600, clock=lambda: now[0])
+    drained = pod("demo-sft-1", phase="Running", conditions=[
+        disruption_target("EvictionByEvictionAPI", "Eviction API: evicting")])
+    departed.add(("team", "demo"), drained)
+    assert departed.of(("team", "demo")) == [drained] and departed.of(("team", "other")) == []
+    now[0] = 599
+    assert departed.of(("team", "demo")) == [drained]
+    now[0] = 600
+    assert departed.of(("team", "demo")) == []

@@ -161,6 +161,20 @@ def test_a_child_without_pods_is_explained_by_its_latest_warning_event_read_only
     assert "the PyTorchJob warns: FailedCreatePod: pods \"demo-sft-1-master-0\" is forbidden" in sft["message"]
 
 
+def test_a_podless_childs_events_are_read_again_only_after_a_while():
+    kube = FakeKubeWithEvents(("FailedCreatePod", "exceeded quota"))
+    clock = {"now": "2026-01-01T00:00:10Z"}
+    reconciler = Reconciler(kube, post_event=lambda ref, event: None, clock=lambda: clock["now"])
+    reconciler.reconcile(job_body(), lambda: [], trigger="rlhfjob")
+    created = child("sft", state="Starting", since=NOW)
+    for second, version in ((10, "8"), (12, "9"), (20, "10"), (26, "11")):
+        clock["now"] = f"2026-01-01T00:00:{second}Z"
+        body = job_body(status=kube.statuses[-1])
+        body["metadata"]["resourceVersion"] = version
+        reconciler.reconcile(body, lambda: [created], trigger="resync")
+    assert kube.event_reads == [created.uid, created.uid]  # at 10 s and 26 s: 15 s apart at least
+
+
 def test_the_latest_warning_is_read_by_the_childs_uid_newest_first():
     old = CoreV1Event(involved_object=V1ObjectReference(), metadata=V1ObjectMeta(), reason="FailedCreatePod",
                   message="exceeded quota (old)", last_timestamp=datetime(2026, 1, 1, 0, 0, 1, tzinfo=timezone.utc))
