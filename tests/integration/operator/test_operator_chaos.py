@@ -1,7 +1,7 @@
 """Chaos: RLHFJobs keep their promises while the operator is killed, the API server restarts,
 API calls fail and children fail, in the test cluster with the real Kubeflow controllers.
 
-Sized for CI (24 RLHFJobs, about a minute on two cores); `KUBERLHF_CHAOS_JOBS=50` runs the
+Sized for CI (24 RLHFJobs, 75-80 s on two cores); `KUBERLHF_CHAOS_JOBS=50` runs the
 issue's full size, as does bench/operator_chaos.py, which prints the same figures, and
 `KUBERLHF_CHAOS_SEED` picks other random choices. What is injected and checked is described in
 tests/support/chaos.py; the figures of a run are printed.
