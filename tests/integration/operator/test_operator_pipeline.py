@@ -91,6 +91,23 @@ def test_kubectl_get_shows_the_running_stage_its_state_and_attempt(operator, kub
     assert row["STARTED"] and row["COMPLETED"] == ""
 
 
+@pytest.mark.parametrize("launcher", ["pytorchjob", "mpijob"])
+def test_scheduling_settings_reach_every_pod_and_the_scheduler_honours_them(operator, cluster, api, launcher):
+    """Affinity, tolerations, pod labels and annotations, on every pod of the stage (the MPIJob's
+    launcher too), placed by the real kube-scheduler."""
+    only_cpu_node = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["kwok-cpu-0"]}]}]}}}
+    with ScriptedTrainer(api, cluster.namespace, hold):
+        cluster.create(manifest("placed", launcher=launcher, affinity=only_cpu_node,
+                                tolerations=[{"key": "team", "operator": "Equal", "value": "rl", "effect": "NoSchedule"}],
+                                podLabels={"team": "rl"}, podAnnotations={**RUNS_UNTIL_ENDED, "team.example/cost": "7"},
+                                stages=cpu_stages(sft={"nodes": 2})))
+        pods = cluster.running("placed-sft-1", 3 if launcher == "mpijob" else 2)
+    assert {p.spec.node_name for p in pods} == {"kwok-cpu-0"}
+    assert all(p.metadata.labels["team"] == "rl" and p.metadata.annotations["team.example/cost"] == "7" for p in pods)
+    assert all(any(t.key == "team" for t in p.spec.tolerations) for p in pods)
+
+
 def test_sft_and_reward_run_in_parallel_and_ppo_waits_for_both(operator, cluster, api):
     with ScriptedTrainer(api, cluster.namespace, hold) as trainer:
         cluster.create(scripted("par", parallelSFTAndReward=True))
